@@ -1,1 +1,41 @@
-"""x"""
+"""What can be tried: each compression technique's knobs, how a trial samples them, how they apply.
+
+Each technique is a frozen config with one verb (``apply_``) and a space that samples it from an
+Optuna trial. This package knows nothing of objectives or of studies.
+"""
+
+from __future__ import annotations
+
+from ._base import ApplyContext, Config, Space
+from .distillation import (
+    DistillationConfig,
+    DistillationSpace,
+    cache_teacher_outputs,
+    distillation_loss,
+    materialise,
+)
+from .pruning import PruningConfig, PruningSpace, recalibrate_batchnorm
+from .quantization import QuantizationConfig, QuantizationSpace, executable_form
+from .recipe import RECIPE_FORMAT, Compressed, Recipe, RecipeSpace, compress
+
+__all__ = [
+    "RECIPE_FORMAT",
+    "ApplyContext",
+    "Compressed",
+    "Config",
+    "DistillationConfig",
+    "DistillationSpace",
+    "PruningConfig",
+    "PruningSpace",
+    "QuantizationConfig",
+    "QuantizationSpace",
+    "Recipe",
+    "RecipeSpace",
+    "Space",
+    "cache_teacher_outputs",
+    "compress",
+    "distillation_loss",
+    "executable_form",
+    "materialise",
+    "recalibrate_batchnorm",
+]

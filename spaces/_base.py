@@ -1,0 +1,96 @@
+"""The contract of a compression technique: a frozen config that applies, a space that samples it.
+
+After torchao (``quantize_(model, Int8WeightOnlyConfig())``): a :class:`Config` is a frozen
+dataclass of chosen values with one verb, :meth:`Config.apply_`, that transforms a model in place
+and returns it; it round-trips through JSON with a version. After Optuna's trial API: a
+:class:`Space` holds the ranges from the spec and turns a trial's suggestions into a config;
+``sample`` takes any ``optuna.trial.BaseTrial``, so ``FixedTrial`` reproduces a config by hand.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import optuna
+import torch
+from torch import nn
+
+C = TypeVar("C", bound="Config")
+
+
+def as_args(inputs: Any) -> tuple[Any, ...]:
+    """Inputs of a batch as positional arguments: a tensor becomes a 1-tuple, a tuple stays."""
+    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+@dataclass(frozen=True)
+class ApplyContext:
+    """What a technique may need besides the model.
+
+    Args:
+        example_inputs: Inputs of one forward pass (for tracing the dependency graph).
+        train: Training ``(inputs, targets)`` batches, materialised (BatchNorm recalibration,
+            activation calibration, fine-tuning).
+        teacher_logits: The teacher's outputs for each batch of ``train``, computed once per
+            study (see :func:`tradeoff.spaces.distillation.cache_teacher_outputs`).
+        seed: Seed of everything random in the transformation.
+    """
+
+    example_inputs: tuple[Any, ...]
+    train: Sequence[tuple[Any, torch.Tensor]] = ()
+    teacher_logits: Sequence[torch.Tensor] | None = None
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Config(abc.ABC):
+    """A frozen dataclass of chosen values for one technique. Subclasses are ``@dataclass(frozen=True)``."""
+
+    technique: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    @abc.abstractmethod
+    def apply_(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
+        """Transform ``model`` in place and return it (possibly a new module)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values with the config's version.
+
+        Example:
+            >>> from tradeoff.spaces import PruningConfig
+            >>> PruningConfig(ratio=0.5).to_dict()
+            {'version': 1, 'ratio': 0.5, 'kind': 'structured'}
+        """
+        return {"version": self.version, **dataclasses.asdict(self)}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        """Rebuild a config written by :meth:`to_dict`; a different version is an error."""
+        data = dict(data)
+        version = data.pop("version", None)
+        if version != cls.version:
+            raise ValueError(
+                f"{cls.__name__} version {version!r} cannot be read by this tradeoff, which reads "
+                f"version {cls.version}; re-export the config with a matching tradeoff."
+            )
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; expected {sorted(names)}.")
+        return cls(**data)
+
+
+class Space(abc.ABC):
+    """Ranges for one technique's knobs and how a trial samples them."""
+
+    @abc.abstractmethod
+    def sample(self, trial: optuna.trial.BaseTrial) -> Config:
+        """Ask ``trial`` for every knob and return the chosen config."""
+
+    @abc.abstractmethod
+    def identity(self) -> Config:
+        """The config that leaves the model as it is (the uncompressed baseline)."""

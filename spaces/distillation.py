@@ -1,0 +1,177 @@
+"""Knowledge distillation: fine-tune the compressed student on the teacher's softened outputs.
+
+Loss (Hinton et al., 2015)::
+
+    (1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+
+The ``T^2`` factor keeps the soft term's gradients on the scale of the hard term as ``T`` grows.
+The teacher's outputs are computed once per study (:func:`cache_teacher_outputs`) and reused by
+every trial: running the teacher on every step cost 30-40 % of the fine-tune time on ``digits``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._base import ApplyContext, Config, Space, as_args
+
+Batch = tuple[Any, torch.Tensor]
+
+
+def materialise(batches: Iterable[Batch], max_batches: int | None = None) -> list[Batch]:
+    """One pass over ``batches`` kept in memory, so every trial sees the same data in the same order."""
+    out: list[Batch] = []
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        inputs, targets = batch
+        out.append((inputs, targets))
+    return out
+
+
+@torch.no_grad()
+def cache_teacher_outputs(teacher: nn.Module, batches: Sequence[Batch]) -> list[torch.Tensor]:
+    """The teacher's logits for each batch, computed once (eval mode, no grad).
+
+    Example:
+        >>> t = nn.Linear(3, 2)
+        >>> [x.shape for x in cache_teacher_outputs(t, [(torch.randn(5, 3), torch.zeros(5))])]
+        [torch.Size([5, 2])]
+    """
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        return [teacher(*as_args(inputs)).detach() for inputs, _ in batches]
+    finally:
+        teacher.train(was_training)
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
+    """The loss of the module docstring, averaged over the batch.
+
+    Example:
+        >>> s = torch.tensor([[2.0, 0.0]]); y = torch.tensor([0])
+        >>> float(distillation_loss(s, s, y, 4.0, 1.0))  # student equals teacher: no soft loss
+        0.0
+    """
+    hard = F.cross_entropy(student, targets) if alpha < 1.0 else student.new_zeros(())
+    if alpha == 0.0:
+        return hard
+    soft = F.kl_div(
+        F.log_softmax(student / temperature, dim=-1),
+        F.log_softmax(teacher / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return (1.0 - alpha) * hard + alpha * temperature**2 * soft
+
+
+@dataclass(frozen=True)
+class DistillationConfig(Config):
+    """Chosen distillation values.
+
+    Args:
+        temperature: Softening temperature ``T`` (> 0).
+        alpha: Weight of the soft (teacher) term, in [0, 1]; 0 is plain fine-tuning on labels.
+        steps: Optimiser steps; 0 leaves the model as it is.
+        lr: Adam learning rate.
+
+    Example:
+        >>> DistillationConfig(temperature=4.0, alpha=0.5, steps=0).apply_(nn.Linear(2, 2), ApplyContext(()))
+        Linear(in_features=2, out_features=2, bias=True)
+    """
+
+    technique = "distillation"
+
+    temperature: float = 4.0
+    alpha: float = 0.5
+    steps: int = 200
+    lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
+            raise ValueError(f"distillation temperature must be > 0, got {self.temperature!r}.")
+        if not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"distillation alpha must be in [0, 1], got {self.alpha!r}.")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"distillation steps must be an integer >= 0, got {self.steps!r}.")
+        if not isinstance(self.lr, (int, float)) or self.lr <= 0:
+            raise ValueError(f"distillation lr must be > 0, got {self.lr!r}.")
+
+    def apply_(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
+        """Fine-tune ``model`` for ``steps`` steps over ``ctx.train`` against ``ctx.teacher_logits``."""
+        if self.steps == 0:
+            return model
+        if not ctx.train:
+            raise ValueError("distillation needs training batches (ApplyContext.train is empty).")
+        if self.alpha > 0 and (ctx.teacher_logits is None or len(ctx.teacher_logits) != len(ctx.train)):
+            raise ValueError(
+                "distillation with alpha > 0 needs the teacher's outputs for every training batch; "
+                "compute them once with cache_teacher_outputs(teacher, train)."
+            )
+        gen = torch.Generator().manual_seed(ctx.seed or 0)
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        model.train()
+        order: list[int] = []
+        for _ in range(self.steps):
+            if not order:  # a fresh shuffled pass over the cached batches
+                order = torch.randperm(len(ctx.train), generator=gen).tolist()
+            i = order.pop()
+            inputs, targets = ctx.train[i]
+            teacher = ctx.teacher_logits[i] if ctx.teacher_logits is not None else None
+            out = model(*as_args(inputs))
+            loss = distillation_loss(
+                out, teacher if teacher is not None else out.detach(), targets, self.temperature, self.alpha
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        return model
+
+
+@dataclass(frozen=True)
+class DistillationSpace(Space):
+    """Ranges of the distillation knobs (from the spec's ``[space.distillation]``).
+
+    Example:
+        >>> s = DistillationSpace(temperature=(1.0, 8.0), alpha=(0.0, 1.0), steps=100)
+        >>> s.sample(optuna.trial.FixedTrial({"distillation.temperature": 2.0, "distillation.alpha": 0.5}))
+        DistillationConfig(temperature=2.0, alpha=0.5, steps=100, lr=0.001)
+    """
+
+    temperature: tuple[float, float] = (1.0, 8.0)  # T=1 is plain softmax; above ~8 targets go flat
+    alpha: tuple[float, float] = (0.0, 1.0)
+    steps: int = 200  # ~1-2 s on digits at batch 64: most of the recovery after pruning
+    lr: float = 1e-3  # Adam's usual rate; fine-tuning from trained weights stays stable
+
+    def __post_init__(self) -> None:
+        DistillationConfig(self.temperature[0], self.alpha[0], self.steps, self.lr)  # validates
+        DistillationConfig(self.temperature[1], self.alpha[1], self.steps, self.lr)
+        for name, (lo, hi) in (("temperature", self.temperature), ("alpha", self.alpha)):
+            if lo > hi:
+                raise ValueError(f"distillation {name} range must be [low, high] with low <= high, got {[lo, hi]}.")
+
+    def sample(self, trial: optuna.trial.BaseTrial) -> DistillationConfig:
+        def pick(name: str, bounds: tuple[float, float]) -> float:
+            lo, hi = bounds
+            return trial.suggest_float(name, lo, hi) if hi > lo else lo
+
+        return DistillationConfig(
+            temperature=pick("distillation.temperature", self.temperature),
+            alpha=pick("distillation.alpha", self.alpha),
+            steps=self.steps,
+            lr=self.lr,
+        )
+
+    def identity(self) -> DistillationConfig:
+        return DistillationConfig(steps=0)

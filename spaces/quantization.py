@@ -1,0 +1,203 @@
+"""Weight and activation bit-widths, applied as fake-quantization for quantization-aware tuning.
+
+Weights: per-output-channel symmetric quantization (scale = max|w| / (2^(b-1) - 1), no
+zero-point), through a ``torch.nn.utils.parametrize`` parametrization so gradients reach the fp32
+master weights by the straight-through estimator of ``torch.fake_quantize_per_channel_affine``.
+Activations: per-tensor affine quantization of every weight layer's input, with the range
+calibrated on a few training batches and then frozen.
+
+After tuning, :meth:`QuantizationConfig.bake_` writes the quantized weights into the layers
+(values on the integer grid, stored in fp32), giving the *scored* model: accuracy and size are
+those of the chosen widths. :func:`executable_form` strips the activation fake-quant so what is
+timed is what really runs here: an fp32 model (``executed_as = "fp32"``). No int kernel is timed
+under a low-bit name; int8 execution comes with the deployable int8 form.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ._base import ApplyContext, Config, Space, as_args
+
+WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 32 = left in fp32
+ACTIVATION_BITS = (4, 5, 6, 7, 8, 16, 32)  # below 4 bits activations of small nets collapse
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+CALIBRATION_BATCHES = 8  # activation ranges settle within a few batches of min/max
+
+
+class WeightFakeQuant(nn.Module):
+    """Parametrization: per-output-channel symmetric fake-quantization of a weight at ``bits``."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.qmax = 2 ** (bits - 1) - 1
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        amax = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-12)
+        scale = (amax / self.qmax).float()
+        zero = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
+        return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -self.qmax, self.qmax)
+
+
+class ActivationFakeQuant:
+    """Forward pre-hook: per-tensor affine fake-quantization of a layer's input at ``bits``.
+
+    A plain object (not a submodule) so the quantized layers stay leaves of the module tree; it is
+    deep-copied with its module, range included.
+    """
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self.lo = 0.0
+        self.hi = 0.0
+        self.calibrating = True
+
+    def qparams(self) -> tuple[float, int]:
+        levels = 2**self.bits - 1
+        lo, hi = min(self.lo, 0.0), max(self.hi, 0.0)
+        scale = max((hi - lo) / levels, 1e-12)
+        return scale, int(min(max(round(-lo / scale), 0), levels))
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = args[0]
+        if self.calibrating:
+            self.lo = min(self.lo, float(x.detach().min()))
+            self.hi = max(self.hi, float(x.detach().max()))
+        scale, zero = self.qparams()
+        q = torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 2**self.bits - 1)
+        return (q, *args[1:])
+
+
+def _activation_hooks(module: nn.Module) -> list[tuple[int, ActivationFakeQuant]]:
+    return [(k, h) for k, h in module._forward_pre_hooks.items() if isinstance(h, ActivationFakeQuant)]
+
+
+def executable_form(model: nn.Module) -> tuple[nn.Module, str]:
+    """A copy of a baked model as it executes on this target, and the name of that form.
+
+    Activation fake-quant is removed and weights stay fp32 (on the quantized grid), so the form
+    is ``"fp32"``: that is what is timed.
+    """
+    exe = copy.deepcopy(model)
+    for module in exe.modules():
+        for key, _ in _activation_hooks(module):
+            del module._forward_pre_hooks[key]
+    return exe.eval(), "fp32"
+
+
+def _check_bits(name: str, bits: int, allowed: tuple[int, ...]) -> None:
+    if isinstance(bits, bool) or bits not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {bits!r}.")
+
+
+@dataclass(frozen=True)
+class QuantizationConfig(Config):
+    """Chosen bit-widths for the weights and inputs of every conv and linear layer.
+
+    Args:
+        weight_bits: Width of weights (32 = unquantized).
+        activation_bits: Width of each weight layer's input activations (32 = unquantized).
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 3))
+        >>> cfg = QuantizationConfig(weight_bits=2)
+        >>> m = cfg.bake_(cfg.apply_(m, ApplyContext(example_inputs=(torch.randn(1, 4),))))
+        >>> m[0].weight.abs().div(m[0].weight.abs().amax(1, keepdim=True)).unique().tolist()
+        [0.0, 1.0]
+    """
+
+    technique = "quantization"
+
+    weight_bits: int = 32
+    activation_bits: int = 32
+
+    def __post_init__(self) -> None:
+        _check_bits("weight_bits", self.weight_bits, WEIGHT_BITS)
+        _check_bits("activation_bits", self.activation_bits, ACTIVATION_BITS)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.weight_bits == 32 and self.activation_bits == 32
+
+    def apply_(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
+        """Attach fake-quant to every conv/linear layer and calibrate activation ranges."""
+        if self.is_identity:
+            return model
+        hooks = []
+        for module in model.modules():
+            if isinstance(module, QUANTIZABLE):
+                if self.weight_bits < 32:
+                    parametrize.register_parametrization(module, "weight", WeightFakeQuant(self.weight_bits))
+                if self.activation_bits < 32:
+                    hook = ActivationFakeQuant(self.activation_bits)
+                    module.register_forward_pre_hook(hook)
+                    hooks.append(hook)
+        if hooks:
+            batches = list(ctx.train)[:CALIBRATION_BATCHES] or [(ctx.example_inputs, None)]
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                for inputs, _ in batches:
+                    model(*as_args(inputs))
+            model.train(was_training)
+            for hook in hooks:
+                hook.calibrating = False
+        return model
+
+    def bake_(self, model: nn.Module) -> nn.Module:
+        """Write the quantized weights into the layers and drop the parametrizations."""
+        for module in model.modules():
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        return model
+
+    def weight_bits_by_layer(self, model: nn.Module) -> dict[str, int]:
+        """Weight width of each quantized layer by module name (empty when nothing is quantized)."""
+        if self.is_identity:
+            return {}
+        return {n: self.weight_bits for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+
+
+@dataclass(frozen=True)
+class QuantizationSpace(Space):
+    """Choices of bit-widths (from the spec's ``[space.quantization]``).
+
+    Example:
+        >>> s = QuantizationSpace(weight_bits=(4, 8, 32), activation_bits=(32,))
+        >>> s.sample(optuna.trial.FixedTrial({"quantization.weight_bits": 4}))
+        QuantizationConfig(weight_bits=4, activation_bits=32)
+    """
+
+    weight_bits: tuple[int, ...] = (4, 8, 32)  # the skeleton's default choices
+    activation_bits: tuple[int, ...] = (32,)  # fp32 activations unless the spec asks
+
+    def __post_init__(self) -> None:
+        for name, choices, allowed in (
+            ("weight_bits", self.weight_bits, WEIGHT_BITS),
+            ("activation_bits", self.activation_bits, ACTIVATION_BITS),
+        ):
+            if not choices:
+                raise ValueError(f"{name} needs at least one choice from {list(allowed)}.")
+            for b in choices:
+                _check_bits(name, b, allowed)
+
+    def sample(self, trial: optuna.trial.BaseTrial) -> QuantizationConfig:
+        def pick(name: str, choices: tuple[int, ...]) -> int:
+            return int(trial.suggest_categorical(name, list(choices))) if len(choices) > 1 else choices[0]
+
+        return QuantizationConfig(
+            weight_bits=pick("quantization.weight_bits", self.weight_bits),
+            activation_bits=pick("quantization.activation_bits", self.activation_bits),
+        )
+
+    def identity(self) -> QuantizationConfig:
+        return QuantizationConfig()
+

@@ -1,0 +1,170 @@
+"""A Recipe: one chosen config per technique, in the order they apply, and how a trial samples it.
+
+Order: prune (channels removed) -> attach quantization (fake-quant, calibrated) -> distil
+(quantization-aware fine-tuning) -> bake the quantized weights. The result is the *scored* model
+(accuracy and size at the chosen widths) and its *executable* form (what runs and is timed).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import optuna
+import torch
+from torch import nn
+
+from ._base import ApplyContext
+from .distillation import DistillationConfig, DistillationSpace
+from .pruning import PruningConfig, PruningSpace
+from .quantization import QuantizationConfig, QuantizationSpace, executable_form
+
+RECIPE_FORMAT = "tradeoff.recipe/1"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The configs of one trial. The default recipe is the identity (the uncompressed baseline).
+
+    Example:
+        >>> r = Recipe(pruning=PruningConfig(ratio=0.5), quantization=QuantizationConfig(weight_bits=8))
+        >>> Recipe.from_json(r.to_json()) == r
+        True
+    """
+
+    format: ClassVar[str] = RECIPE_FORMAT
+
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    distillation: DistillationConfig = field(default_factory=lambda: DistillationConfig(steps=0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "pruning": self.pruning.to_dict(),
+            "quantization": self.quantization.to_dict(),
+            "distillation": self.distillation.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        if data.get("format") != RECIPE_FORMAT:
+            raise ValueError(
+                f"not a recipe this tradeoff reads: format {data.get('format')!r}, expected {RECIPE_FORMAT!r}."
+            )
+        missing = [k for k in ("pruning", "quantization", "distillation") if k not in data]
+        if missing:
+            raise ValueError(f"recipe is missing {missing}.")
+        return cls(
+            pruning=PruningConfig.from_dict(data["pruning"]),
+            quantization=QuantizationConfig.from_dict(data["quantization"]),
+            distillation=DistillationConfig.from_dict(data["distillation"]),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Recipe:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class RecipeSpace:
+    """The spaces of all techniques; ``sample`` draws one Recipe from a trial.
+
+    Example:
+        >>> space = RecipeSpace()
+        >>> space.sample(optuna.trial.FixedTrial({
+        ...     "pruning.ratio": 0.25, "quantization.weight_bits": 8,
+        ...     "distillation.temperature": 2.0, "distillation.alpha": 0.5})).pruning.ratio
+        0.25
+    """
+
+    pruning: PruningSpace = field(default_factory=PruningSpace)
+    quantization: QuantizationSpace = field(default_factory=QuantizationSpace)
+    distillation: DistillationSpace = field(default_factory=DistillationSpace)
+
+    def sample(self, trial: optuna.trial.BaseTrial) -> Recipe:
+        return Recipe(
+            pruning=self.pruning.sample(trial),
+            quantization=self.quantization.sample(trial),
+            distillation=self.distillation.sample(trial),
+        )
+
+    def identity(self) -> Recipe:
+        return Recipe(self.pruning.identity(), self.quantization.identity(), self.distillation.identity())
+
+
+@dataclass
+class Compressed:
+    """The outcome of applying a recipe."""
+
+    scored: nn.Module  # accuracy and size are of this model (chosen widths, fake-quant activations)
+    executable: nn.Module  # the form that runs on the target: what latency times
+    executed_as: str
+    weight_bits: dict[str, int]
+    activation_bits: int
+    seconds: dict[str, float]  # wall time per phase: prune, quantize, distil
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def compress(
+    recipe: Recipe,
+    model: nn.Module,
+    ctx: ApplyContext,
+    *,
+    before_distillation: Callable[[nn.Module], None] | None = None,
+) -> Compressed:
+    """Apply ``recipe`` to a deep copy of ``model`` (the original is never touched).
+
+    Args:
+        recipe: The configs to apply.
+        model: The trained fp32 model (the teacher).
+        ctx: Data and seed; ``ctx.teacher_logits`` must hold the cached teacher outputs when the
+            recipe distils with ``alpha > 0``.
+        before_distillation: Called with the pruned, fake-quantized model just before fine-tuning
+            (the trial measures the cheap objectives there).
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> c = compress(Recipe(pruning=PruningConfig(ratio=0.5)), m, ApplyContext((torch.randn(2, 8),)))
+        >>> c.scored[0].out_features, m[0].out_features
+        (8, 16)
+    """
+    if ctx.seed is not None:
+        torch.manual_seed(ctx.seed)
+    seconds: dict[str, float] = {}
+    student = copy.deepcopy(model)
+    with _timed(seconds, "prune"):
+        student = recipe.pruning.apply_(student, ctx)
+    with _timed(seconds, "quantize"):
+        student = recipe.quantization.apply_(student, ctx)
+    if before_distillation is not None:
+        before_distillation(student)
+    with _timed(seconds, "distil"):
+        student = recipe.distillation.apply_(student, ctx)
+    with _timed(seconds, "quantize"):
+        student = recipe.quantization.bake_(student).eval()
+        executable, executed_as = executable_form(student)
+    return Compressed(
+        scored=student,
+        executable=executable,
+        executed_as=executed_as,
+        weight_bits=recipe.quantization.weight_bits_by_layer(student),
+        activation_bits=recipe.quantization.activation_bits,
+        seconds=seconds,
+    )
