@@ -1,0 +1,213 @@
+"""The study spec: one TOML file that says what to search, how to score it and where to keep it.
+
+Validated with pydantic; every error names the field (``space.pruning.ratio``), the value it got
+and what is allowed. See ``studies/demo.toml`` for a complete, commented example.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+
+from tradeoff.objectives import Constraints, Weights
+from tradeoff.spaces import DistillationSpace, PruningSpace, QuantizationSpace, RecipeSpace
+from tradeoff.spaces.quantization import ACTIVATION_BITS, WEIGHT_BITS
+
+from .tasks import TaskError, check_task_arguments
+
+Ratio = Annotated[float, Strict(), Field(ge=0.0, lt=1.0)]
+Temperature = Annotated[float, Strict(), Field(gt=0)]
+Alpha = Annotated[float, Strict(), Field(ge=0, le=1)]
+# TOML has arrays, not tuples: a [low, high] pair is a list of two (strict elements, lax container)
+Pair = Field(strict=False)
+WeightBits = Literal[WEIGHT_BITS]  # type: ignore[valid-type]
+ActivationBits = Literal[ACTIVATION_BITS]  # type: ignore[valid-type]
+
+
+class SpecError(ValueError):
+    """The spec is invalid; the message lists every problem, one per line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class StudySection(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    n_trials: int = Field(default=30, ge=1)  # trials in the study, the baseline (trial 0) included
+    sampler: Literal["auto", "tpe", "gp", "nsga2", "random"] = "auto"
+    seed: int | None = 0
+    storage: str | None = None
+
+
+class TaskSection(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    name: str = Field(min_length=1)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TargetSection(_Strict):
+    device: Literal["cpu"] = "cpu"
+    threads: int = Field(default=1, ge=1)  # one thread: quietest and, on small machines, fastest
+    batch_size: int = Field(default=1, ge=1)  # latency and energy are per forward pass of this batch
+
+
+class PruningSection(_Strict):
+    kind: list[Literal["structured"]] = Field(default=["structured"], min_length=1)
+    ratio: Annotated[tuple[Ratio, Ratio], Pair] = (0.0, 0.8)
+
+
+class QuantizationSection(_Strict):
+    weight_bits: list[WeightBits] = Field(default=[4, 8, 32], min_length=1)
+    activation_bits: list[ActivationBits] = Field(default=[32], min_length=1)
+
+
+class DistillationSection(_Strict):
+    temperature: Annotated[tuple[Temperature, Temperature], Pair] = (1.0, 8.0)
+    alpha: Annotated[tuple[Alpha, Alpha], Pair] = (0.0, 1.0)
+    steps: int = Field(default=200, ge=0)
+    lr: float = Field(default=1e-3, gt=0)
+
+
+class SpaceSection(_Strict):
+    pruning: PruningSection = PruningSection()
+    quantization: QuantizationSection = QuantizationSection()
+    distillation: DistillationSection = DistillationSection()
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> SpaceSection:
+        for path, (lo, hi) in (
+            ("space.pruning.ratio", self.pruning.ratio),
+            ("space.distillation.temperature", self.distillation.temperature),
+            ("space.distillation.alpha", self.distillation.alpha),
+        ):
+            if lo > hi:
+                raise ValueError(f"{path} must be [low, high] with low <= high, got {[lo, hi]}")
+        return self
+
+
+class ObjectivesSection(_Strict):
+    """Weights of the cost; all four are Pareto objectives whatever their weight."""
+
+    accuracy: float = Field(default=0.25, ge=0)
+    size_bytes: float = Field(default=0.25, ge=0)
+    latency_ms: float = Field(default=0.25, ge=0)
+    energy_mj: float = Field(default=0.25, ge=0)
+
+
+class ConstraintsSection(_Strict):
+    max_accuracy_drop: float | None = Field(default=None, ge=0, le=1)  # absolute: 0.02 = 2 points
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    max_size_bytes: float | None = Field(default=None, gt=0)
+    max_energy_mj: float | None = Field(default=None, gt=0)
+
+
+class Spec(_Strict):
+    """A whole study spec (the TOML file's tables)."""
+
+    study: StudySection
+    task: TaskSection
+    target: TargetSection = TargetSection()
+    space: SpaceSection = SpaceSection()
+    objectives: ObjectivesSection = ObjectivesSection()
+    constraints: ConstraintsSection = ConstraintsSection()
+
+    @field_validator("task")
+    @classmethod
+    def _task_exists(cls, task: TaskSection) -> TaskSection:
+        try:
+            check_task_arguments(task.name, task.kwargs)
+        except TaskError as exc:
+            raise ValueError(str(exc)) from None
+        return task
+
+    def recipe_space(self) -> RecipeSpace:
+        s = self.space
+        return RecipeSpace(
+            pruning=PruningSpace(ratio=s.pruning.ratio, kind=tuple(s.pruning.kind)),
+            quantization=QuantizationSpace(
+                weight_bits=tuple(s.quantization.weight_bits),
+                activation_bits=tuple(s.quantization.activation_bits),
+            ),
+            distillation=DistillationSpace(
+                temperature=s.distillation.temperature,
+                alpha=s.distillation.alpha,
+                steps=s.distillation.steps,
+                lr=s.distillation.lr,
+            ),
+        )
+
+    def weights(self) -> Weights:
+        return Weights(**self.objectives.model_dump())
+
+    def constraints_(self) -> Constraints:
+        return Constraints(**self.constraints.model_dump())
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    n = exc.error_count()
+    lines = [f"{source}: invalid spec ({n} problem{'s' if n > 1 else ''}):"]
+    for err in exc.errors():
+        where, kind = _field_path(err["loc"]), err["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"  {where}: unknown field; remove it or check its spelling (DESIGN.md shows the spec).")
+        elif kind == "missing":
+            lines.append(f"  {where}: required field is missing.")
+        elif kind == "value_error":  # our own validators already name the value
+            lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ').rstrip('.')}.")
+        else:
+            lines.append(f"  {where}: {err['msg'].rstrip('.')}; got {err.get('input')!r}.")
+    return "\n".join(lines)
+
+
+def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
+    """Validate a spec given as a dict (the parsed TOML); raise :class:`SpecError` listing every problem.
+
+    Example:
+        >>> parse_spec({"study": {"name": "s"}, "task": {"name": "digits"}}).study.n_trials
+        30
+    """
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(exc, source)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a TOML spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {str(path)!r}: {exc.strerror}.") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML: {exc}.") from None
+    return parse_spec(data, str(path))
+
+
+def demo_spec_text() -> str:
+    """The demo spec shipped with tradeoff (``tradeoff demo`` runs it)."""
+    return resources.files("tradeoff.studies").joinpath("demo.toml").read_text(encoding="utf-8")
+
+
+def demo_spec() -> Spec:
+    return parse_spec(tomllib.loads(demo_spec_text()), "demo.toml")
