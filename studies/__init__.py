@@ -1,1 +1,36 @@
-"""x"""
+"""What is kept: study specs, tasks (model + data), storage, results tables, export bundles."""
+
+from __future__ import annotations
+
+from .export import CONFIG_FORMAT, export
+from .record import TrialRecord
+from .results import FrontEntry, baseline_trial, pick, ranked_front, study_hypervolume, trials_frame
+from .spec import Spec, SpecError, demo_spec, load_spec, parse_spec
+from .storage import DEFAULT_STORAGE, StorageError, load_study, open_storage, resolve_storage_url
+from .tasks import Task, TaskError, load_task, validate_task
+
+__all__ = [
+    "CONFIG_FORMAT",
+    "DEFAULT_STORAGE",
+    "FrontEntry",
+    "Spec",
+    "SpecError",
+    "StorageError",
+    "Task",
+    "TaskError",
+    "TrialRecord",
+    "baseline_trial",
+    "demo_spec",
+    "export",
+    "load_spec",
+    "load_study",
+    "load_task",
+    "open_storage",
+    "parse_spec",
+    "pick",
+    "ranked_front",
+    "resolve_storage_url",
+    "study_hypervolume",
+    "trials_frame",
+    "validate_task",
+]

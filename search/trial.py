@@ -1,0 +1,130 @@
+"""Compress-and-evaluate for one Recipe: prune -> quantize -> distil -> measure.
+
+Knows nothing of Optuna beyond what a trial stores (:class:`~tradeoff.studies.record.TrialRecord`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from tradeoff.objectives import (
+    Constraints,
+    EvalContext,
+    Measurement,
+    OBJECTIVE_NAMES,
+    constraint_values,
+    default_objectives,
+    profile,
+)
+from tradeoff.spaces import ApplyContext, Recipe, cache_teacher_outputs, compress, materialise
+from tradeoff.studies import Task, TrialRecord
+from tradeoff.studies.spec import Spec
+
+
+def at_batch_size(example_inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:
+    """``example_inputs`` resized along the batch dimension (repeated or cut) to ``batch_size``.
+
+    Example:
+        >>> at_batch_size((torch.zeros(2, 3),), 5)[0].shape
+        torch.Size([5, 3])
+    """
+    out = []
+    for x in example_inputs:
+        reps = -(-batch_size // x.shape[0])
+        out.append(x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size].contiguous())
+    return tuple(out)
+
+
+@dataclass
+class TrialEnv:
+    """What every trial of a study shares, built once per process.
+
+    The training batches are materialised once and the teacher's outputs on them cached, so no
+    trial runs the teacher again. ``baseline`` holds the baseline's values once trial 0 is known.
+    """
+
+    task: Task
+    example_inputs: tuple[torch.Tensor, ...]
+    train: list[Any]
+    teacher_logits: list[torch.Tensor]
+    constraints: Constraints
+    threads: int
+    device: str
+    seed: int | None
+    baseline: dict[str, float] | None = None
+
+    @classmethod
+    def prepare(cls, spec: Spec, task: Task) -> TrialEnv:
+        train = materialise(task.train)
+        return cls(
+            task=task,
+            example_inputs=at_batch_size(task.example_inputs, spec.target.batch_size),
+            train=train,
+            teacher_logits=cache_teacher_outputs(task.model, train),
+            constraints=spec.constraints_(),
+            threads=spec.target.threads,
+            device=spec.target.device,
+            seed=spec.study.seed,
+        )
+
+
+def _measure_all(scored: nn.Module, ctx: EvalContext) -> dict[str, Measurement]:
+    return {obj.name: obj.measure(scored, ctx) for obj in default_objectives()}
+
+
+def evaluate_recipe(recipe: Recipe, env: TrialEnv, *, seed: int | None = None) -> TrialRecord:
+    """Apply ``recipe`` to the task's model and measure the four objectives and every raw figure.
+
+    With ``env.baseline`` unset the recipe is taken as the baseline itself (role ``baseline``):
+    its latency is an absolute median; later trials are timed interleaved with the teacher and
+    reported as baseline latency x ratio (see :mod:`tradeoff.objectives.latency`).
+    """
+    is_baseline = env.baseline is None
+    ctx_apply = ApplyContext(
+        example_inputs=env.example_inputs, train=env.train, teacher_logits=env.teacher_logits, seed=seed
+    )
+    compressed = compress(recipe, env.task.model, ctx_apply)
+    start = time.perf_counter()
+    ctx = EvalContext(
+        example_inputs=env.example_inputs,
+        val=env.task.val,
+        metric=env.task.metric,
+        weight_bits=compressed.weight_bits,
+        activation_bits=compressed.activation_bits,
+        executable=compressed.executable,
+        executed_as=compressed.executed_as,
+        reference=None if is_baseline else env.task.model,
+        reference_latency_ms=None if is_baseline else env.baseline["latency_ms"],
+        threads=env.threads,
+        device=env.device,
+    )
+    measured = _measure_all(compressed.scored, ctx)
+    values = {name: measured[name].value for name in OBJECTIVE_NAMES}
+    prof = profile(compressed.scored, env.example_inputs, compressed.weight_bits, compressed.activation_bits)
+    figures: dict[str, float] = {**prof.figures(), "accuracy": values["accuracy"]}
+    for key in ("median_ms", "iqr_ms", "repeats", "ratio", "reference_ms"):
+        if key in measured["latency_ms"].details:
+            figures[f"latency_{key}"] = measured["latency_ms"].details[key]
+    for key in ("compute_pj", "weights_pj", "activations_pj"):
+        figures[f"energy_{key}"] = measured["energy_mj"].details[key]
+    seconds = {**compressed.seconds, "measure": time.perf_counter() - start}
+    return TrialRecord(
+        role="baseline" if is_baseline else "candidate",
+        recipe=recipe.to_dict(),
+        values=values,
+        figures=figures,
+        provenance={name: m.provenance() for name, m in measured.items()},
+        constraints=constraint_values(values, env.baseline or values, env.constraints),
+        executed_as=compressed.executed_as,
+        seconds={k: round(v, 4) for k, v in seconds.items()},
+    )
+
+
+def with_baseline(env: TrialEnv, record: TrialRecord) -> TrialEnv:
+    """``env`` with the baseline's values set (after trial 0)."""
+    return replace(env, baseline=dict(record.values))

@@ -1,0 +1,121 @@
+"""What a trial and a study store: the one definition, read by the CLI, exports and the dashboard.
+
+Documented for readers outside the code in ``docs/TRIAL_RECORD.md``; a test keeps the two in step.
+
+A finished trial holds:
+  * ``values`` (Optuna): the four objectives, in the order of :data:`OBJECTIVE_NAMES`, with
+    directions :data:`DIRECTIONS`; the study's metric names are set to those names;
+  * constraints (Optuna, ``trial.set_constraint``): one named value per spec constraint, ``<= 0``
+    when met; ``study.best_trials`` keeps only feasible trials;
+  * user attributes, under the keys below (all JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import optuna
+
+from tradeoff.objectives import DIRECTIONS, OBJECTIVE_NAMES
+
+# ----- trial user attributes
+ROLE = "role"  # "baseline" for trial 0 (the uncompressed teacher), "candidate" otherwise
+RECIPE = "recipe"  # Recipe.to_dict(): the exact configs applied (format tradeoff.recipe/1)
+FIGURES = "figures"  # every raw figure by name (params, macs, bops, latency spread, energy parts...)
+PROVENANCE = "provenance"  # per objective: source (measured|estimated), method, unit, details
+EXECUTED_AS = "executed_as"  # the form latency was timed on (e.g. "fp32")
+SECONDS = "seconds"  # wall time per phase: prune, quantize, distil, measure
+SCREENED = "screened"  # True when a cheap constraint failed and fine-tuning was skipped
+STOPPED = "stopped"  # True when a fidelity rung stopped the trial early
+ERROR = "error"  # why a FAILED trial failed (one line)
+
+TRIAL_KEYS = (ROLE, RECIPE, FIGURES, PROVENANCE, EXECUTED_AS, SECONDS, SCREENED, STOPPED, ERROR)
+
+# ----- study user attributes
+STUDY_FORMAT_KEY = "format"  # "tradeoff.study/1"
+STUDY_FORMAT = "tradeoff.study/1"
+STUDY_SPEC = "spec"  # the validated spec as JSON (Spec.to_dict())
+STUDY_TASK = "task"  # the task's name and what was recorded when it was built
+
+STUDY_KEYS = (STUDY_FORMAT_KEY, STUDY_SPEC, STUDY_TASK)
+
+Role = Literal["baseline", "candidate"]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """Everything tradeoff stores on a trial besides its parameters.
+
+    Example:
+        >>> rec = TrialRecord(role="candidate", recipe={}, values=dict.fromkeys(OBJECTIVE_NAMES, 1.0))
+        >>> sorted(rec.user_attrs())[:3]
+        ['executed_as', 'figures', 'provenance']
+    """
+
+    role: Role
+    recipe: Mapping[str, Any]
+    values: Mapping[str, float]
+    figures: Mapping[str, float] = field(default_factory=dict)
+    provenance: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    constraints: Mapping[str, float] = field(default_factory=dict)
+    executed_as: str = "fp32"
+    seconds: Mapping[str, float] = field(default_factory=dict)
+    screened: bool = False
+    stopped: bool = False
+
+    def __post_init__(self) -> None:
+        missing = [n for n in OBJECTIVE_NAMES if n not in self.values]
+        if missing:
+            raise ValueError(f"a trial record needs a value for every objective; missing {missing}.")
+
+    def value_list(self) -> list[float]:
+        return [float(self.values[n]) for n in OBJECTIVE_NAMES]
+
+    def user_attrs(self) -> dict[str, Any]:
+        return {
+            ROLE: self.role,
+            RECIPE: dict(self.recipe),
+            FIGURES: dict(self.figures),
+            PROVENANCE: {k: dict(v) for k, v in self.provenance.items()},
+            EXECUTED_AS: self.executed_as,
+            SECONDS: dict(self.seconds),
+            SCREENED: self.screened,
+            STOPPED: self.stopped,
+        }
+
+    def write(self, trial: optuna.Trial) -> None:
+        """Store the record's user attributes and constraints on a running trial."""
+        for key, value in self.user_attrs().items():
+            trial.set_user_attr(key, value)
+        for name, value in self.constraints.items():
+            trial.set_constraint(name, value)
+
+    @classmethod
+    def read(cls, trial: optuna.trial.FrozenTrial) -> TrialRecord:
+        """The record of a finished trial (COMPLETE, with all four values)."""
+        if trial.values is None or len(trial.values) != len(OBJECTIVE_NAMES):
+            raise ValueError(f"trial {trial.number} has no objective values (state {trial.state.name}).")
+        a = trial.user_attrs
+        return cls(
+            role=a.get(ROLE, "candidate"),
+            recipe=a.get(RECIPE, {}),
+            values=dict(zip(OBJECTIVE_NAMES, trial.values)),
+            figures=a.get(FIGURES, {}),
+            provenance=a.get(PROVENANCE, {}),
+            constraints=dict(trial.constraints),
+            executed_as=a.get(EXECUTED_AS, "fp32"),
+            seconds=a.get(SECONDS, {}),
+            screened=bool(a.get(SCREENED, False)),
+            stopped=bool(a.get(STOPPED, False)),
+        )
+
+
+__all__ = [
+    "DIRECTIONS",
+    "OBJECTIVE_NAMES",
+    "STUDY_KEYS",
+    "TRIAL_KEYS",
+    "TrialRecord",
+]
