@@ -8,6 +8,7 @@ re-run resumes where it stopped.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -108,7 +109,9 @@ class Runner:
         study = optuna.create_study(
             study_name=name, storage=storage, directions=list(DIRECTIONS), sampler=make_sampler(self.spec)
         )
-        study.set_metric_names(list(OBJECTIVE_NAMES))
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use; the names matter
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVE_NAMES))
         study.set_user_attr(record.STUDY_FORMAT_KEY, record.STUDY_FORMAT)
         study.set_user_attr(record.STUDY_SPEC, self.spec.to_dict())
         return study

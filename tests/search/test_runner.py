@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tradeoff.search import Runner, StudyMismatch
+from tradeoff.search import runner as runner_module
+from tradeoff.search.runner import INTERRUPTED
+from tradeoff.studies import parse_spec, record
+
+USER_TASK = "tests.studies.user_task:make_task"
+
+
+def _spec(name: str = "s", **study) -> object:
+    return parse_spec(
+        {
+            "study": {"name": name, "n_trials": 3, "seed": 0, **study},
+            "task": {"name": USER_TASK},
+            "space": {"distillation": {"steps": 10}},
+        }
+    )
+
+
+@pytest.fixture
+def url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def test_trial_zero_is_the_baseline_and_every_figure_is_stored(url: str) -> None:
+    events = []
+    study = Runner(_spec(), url, on_event=events.append).run()
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert trials[0].user_attrs[record.ROLE] == "baseline" and trials[0].params == {}
+    assert all(t.user_attrs[record.ROLE] == "candidate" for t in trials[1:])
+    assert set(trials[1].params) >= {"pruning.ratio", "quantization.weight_bits", "distillation.alpha"}
+    assert study.metric_names == ["accuracy", "size_bytes", "latency_ms", "energy_mj"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE", "MINIMIZE"]
+    for t in trials:
+        assert set(record.TRIAL_KEYS) - {record.ERROR} <= set(t.user_attrs)
+    assert study.user_attrs[record.STUDY_FORMAT_KEY] == "tradeoff.study/1"
+    assert [e.done for e in events] == [1, 2, 3]
+
+
+def test_relaunch_resumes_the_same_study(url: str) -> None:
+    Runner(_spec(), url).run()
+    first = optuna.load_study(study_name="s", storage=url).get_trials()
+    study = Runner(_spec(), url, n_trials=5).run()
+    trials = study.get_trials()
+    assert len(trials) == 5
+    assert [t.values for t in trials[:3]] == [t.values for t in first]
+    assert sum(t.user_attrs[record.ROLE] == "baseline" for t in trials) == 1
+    assert len(Runner(_spec(), url, n_trials=5).run().get_trials()) == 5  # nothing left to do
+
+
+def test_a_different_spec_under_the_same_name_is_refused(url: str) -> None:
+    Runner(_spec(), url, n_trials=1).run()
+    with pytest.raises(StudyMismatch, match="different spec"):
+        Runner(_spec(seed=5), url).run()
+
+
+def test_a_failing_recipe_fails_its_trial_and_the_study_goes_on(url: str, monkeypatch) -> None:
+    real = runner_module.evaluate_recipe
+    calls = {"n": 0}
+
+    def flaky(recipe, env, *, seed=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("torch-pruning cannot trace this op")
+        return real(recipe, env, seed=seed)
+
+    monkeypatch.setattr(runner_module, "evaluate_recipe", flaky)
+    study = Runner(_spec(), url, n_trials=4).run()
+    states = [t.state for t in study.get_trials()]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert study.trials[1].user_attrs[record.ERROR] == "RuntimeError: torch-pruning cannot trace this op"
+
+
+def test_interrupted_trials_are_failed_and_redone(url: str, monkeypatch) -> None:
+    real = runner_module.evaluate_recipe
+    calls = {"n": 0}
+
+    def interrupt_second(recipe, env, *, seed=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(recipe, env, seed=seed)
+
+    monkeypatch.setattr(runner_module, "evaluate_recipe", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        Runner(_spec(), url).run()
+    study = optuna.load_study(study_name="s", storage=url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert study.trials[1].user_attrs[record.ERROR] == INTERRUPTED
+    monkeypatch.setattr(runner_module, "evaluate_recipe", real)
+    study = Runner(_spec(), url).run()
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 3  # the interrupted one did not count
+
+
+def test_a_trial_left_running_by_a_dead_process_is_failed_on_resume(url: str) -> None:
+    Runner(_spec(), url, n_trials=1).run()
+    study = optuna.load_study(study_name="s", storage=url)
+    study.ask()  # a trial that a killed process never told
+    Runner(_spec(), url, n_trials=2).run()
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert trials[1].state == TrialState.FAIL and trials[1].user_attrs[record.ERROR] == INTERRUPTED
+    assert trials[2].state == TrialState.COMPLETE
+
+
+@pytest.mark.parametrize("sampler", ["auto", "tpe", "gp", "nsga2", "random"])
+def test_every_named_sampler_runs_seeded(sampler: str, url: str) -> None:
+    spec = _spec(sampler=sampler)
+    assert isinstance(runner_module.make_sampler(spec), optuna.samplers.BaseSampler)
+    a = Runner(_spec("a", sampler=sampler), url, n_trials=2).run().trials[1].params
+    b = Runner(_spec("b", sampler=sampler), url, n_trials=2).run().trials[1].params
+    assert a == b

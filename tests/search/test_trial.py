@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tradeoff.spaces import DistillationConfig, PruningConfig, QuantizationConfig, Recipe
+from tradeoff.studies import parse_spec
+from tradeoff.search.trial import TrialEnv, at_batch_size, evaluate_recipe, with_baseline
+
+SPEC = parse_spec({"study": {"name": "t"}, "task": {"name": "digits"}, "constraints": {"max_accuracy_drop": 0.02}})
+
+
+@pytest.fixture(scope="module")
+def env(digits_task) -> TrialEnv:
+    env = TrialEnv.prepare(SPEC, digits_task)
+    return with_baseline(env, evaluate_recipe(Recipe(), env, seed=0))
+
+
+def test_teacher_outputs_are_cached_once_for_every_training_batch(env: TrialEnv) -> None:
+    assert len(env.teacher_logits) == len(env.train) > 0
+    with torch.no_grad():
+        assert torch.equal(env.teacher_logits[0], env.task.model(env.train[0][0]))
+
+
+def test_baseline_record(digits_task) -> None:
+    env = TrialEnv.prepare(SPEC, digits_task)
+    rec = evaluate_recipe(Recipe(), env, seed=0)
+    assert rec.role == "baseline"
+    assert rec.values["accuracy"] >= 0.97
+    assert rec.values["size_bytes"] == rec.figures["size_bytes"] > 200_000  # ~56k fp32 params + BN buffers
+    assert "latency_ratio" not in rec.figures  # the baseline's latency is absolute
+    assert rec.constraints == {"max_accuracy_drop": -0.02}
+
+
+def test_compressed_trial_is_smaller_cheaper_and_says_how_each_figure_was_obtained(env: TrialEnv) -> None:
+    recipe = Recipe(
+        pruning=PruningConfig(ratio=0.5),
+        quantization=QuantizationConfig(weight_bits=4, activation_bits=8),
+        distillation=DistillationConfig(temperature=4.0, alpha=0.5, steps=60),
+    )
+    rec = evaluate_recipe(recipe, env, seed=1)
+    base = env.baseline
+    assert rec.role == "candidate"
+    assert rec.values["size_bytes"] < base["size_bytes"] / 10  # half the channels at 4 bits: ~1/28
+    assert rec.values["energy_mj"] < base["energy_mj"]
+    assert rec.figures["params"] < 56_714 / 3 and rec.figures["macs"] < 1_000_000
+    assert rec.provenance["accuracy"]["source"] == "measured"
+    assert rec.provenance["latency_ms"]["source"] == "measured"
+    assert rec.provenance["latency_ms"]["executed_as"] == rec.executed_as == "fp32"
+    assert rec.provenance["size_bytes"]["source"] == "estimated"
+    assert rec.provenance["energy_mj"]["source"] == "estimated"
+    assert rec.values["latency_ms"] == pytest.approx(base["latency_ms"] * rec.figures["latency_ratio"])
+    assert set(rec.seconds) == {"prune", "quantize", "distil", "measure"}
+    assert rec.recipe == recipe.to_dict()
+
+
+def test_batch_size_of_the_target_is_honoured() -> None:
+    x = torch.arange(6.0).reshape(3, 2)
+    assert at_batch_size((x,), 2)[0].tolist() == [[0, 1], [2, 3]]
+    assert at_batch_size((x,), 4)[0].shape == (4, 2)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tradeoff.spaces import (
+    ApplyContext,
+    DistillationConfig,
+    PruningConfig,
+    QuantizationConfig,
+    Recipe,
+    cache_teacher_outputs,
+    compress,
+)
+
+
+def _recipe() -> Recipe:
+    return Recipe(
+        pruning=PruningConfig(ratio=0.5),
+        quantization=QuantizationConfig(weight_bits=4, activation_bits=8),
+        distillation=DistillationConfig(temperature=2.0, alpha=0.5, steps=10),
+    )
+
+
+def test_json_round_trip_is_exact() -> None:
+    r = _recipe()
+    assert Recipe.from_json(r.to_json()) == r
+    assert r.to_dict()["format"] == "tradeoff.recipe/1"
+
+
+def test_wrong_format_is_rejected() -> None:
+    with pytest.raises(ValueError, match="format"):
+        Recipe.from_dict({**_recipe().to_dict(), "format": "other/9"})
+
+
+def test_compress_leaves_the_original_untouched_and_is_reproducible(tiny_cnn, tiny_batches) -> None:
+    x = tiny_batches[0][0]
+    ref = tiny_cnn(x).detach()
+    ctx = ApplyContext((x[:1],), train=tiny_batches, teacher_logits=cache_teacher_outputs(tiny_cnn, tiny_batches), seed=7)
+    a = compress(_recipe(), tiny_cnn, ctx)
+    b = compress(_recipe(), tiny_cnn, ctx)
+    assert torch.equal(tiny_cnn(x), ref)
+    assert torch.equal(a.scored(x), b.scored(x))
+    assert a.executed_as == "fp32" and a.activation_bits == 8
+    assert set(a.weight_bits.values()) == {4}
+    assert set(a.seconds) == {"prune", "quantize", "distil"}

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tradeoff.studies import TrialRecord, record
+
+from .fake_study import BASE, fake_study
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "TRIAL_RECORD.md"
+
+
+def test_a_record_reads_back_as_written() -> None:
+    study = fake_study([dict(BASE, accuracy=0.8)])
+    rec = TrialRecord.read(study.trials[1])
+    assert rec.role == "candidate" and rec.values["accuracy"] == 0.8
+    assert rec.constraints == {"max_accuracy_drop": pytest.approx(0.05)}
+    assert rec.figures == {"params": 99} and rec.seconds == {"distil": 1.0}
+    assert TrialRecord.read(study.trials[0]).role == "baseline"
+    assert study.metric_names == ["accuracy", "size_bytes", "latency_ms", "energy_mj"]
+
+
+def test_a_record_needs_every_objective() -> None:
+    with pytest.raises(ValueError, match="latency_ms"):
+        TrialRecord(role="candidate", recipe={}, values={"accuracy": 1, "size_bytes": 1, "energy_mj": 1})
+
+
+def test_every_stored_key_is_documented_in_one_place() -> None:
+    text = DOC.read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.M))
+    assert set(record.TRIAL_KEYS) | set(record.STUDY_KEYS) <= documented
+    assert set(TrialRecord(role="baseline", recipe={}, values=BASE).user_attrs()) <= documented

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from tradeoff.studies import SpecError, demo_spec, load_spec, parse_spec
+from tradeoff.studies.spec import demo_spec_text
+
+MINIMAL = {"study": {"name": "s"}, "task": {"name": "digits"}}
+
+
+def test_demo_spec_is_valid_and_builds_the_domain_objects() -> None:
+    spec = demo_spec()
+    assert spec.study.name == "digits-demo" and spec.task.name == "digits"
+    space = spec.recipe_space()
+    assert space.quantization.weight_bits == (4, 8, 32)
+    assert spec.weights().accuracy == 0.6
+    assert spec.constraints_().max_accuracy_drop == 0.03
+    assert parse_spec(tomllib.loads(demo_spec_text())).to_dict() == spec.to_dict()
+
+
+def test_minimal_spec_gets_documented_defaults() -> None:
+    spec = parse_spec(MINIMAL)
+    assert spec.target.threads == 1 and spec.target.batch_size == 1
+    assert spec.study.sampler == "auto" and spec.space.pruning.ratio == (0.0, 0.8)
+
+
+@pytest.mark.parametrize(
+    "patch,expected",
+    [
+        ({"study": {"name": "s", "trials": 3}}, "study.trials: unknown field"),
+        ({"study": {"name": "s", "n_trials": "40"}}, "study.n_trials: Input should be a valid integer; got '40'"),
+        ({"space": {"pruning": {"ratio": [0.2, 1.0]}}}, "space.pruning.ratio[1]: Input should be less than 1; got 1.0"),
+        ({"space": {"pruning": {"ratio": [-0.1, 0.5]}}}, "space.pruning.ratio[0]: Input should be greater than or equal to 0"),
+        ({"space": {"pruning": {"ratio": [0.6, 0.2]}}}, "space.pruning.ratio must be [low, high] with low <= high"),
+        ({"space": {"quantization": {"weight_bits": [4, 12]}}}, "space.quantization.weight_bits[1]: Input should be 2, 3, 4"),
+        ({"task": {"name": "imagenet"}}, "unknown task 'imagenet'"),
+        ({"task": {"name": "digits", "colour": 1}}, "does not accept arguments ['colour']"),
+        ({"study": {"name": "s", "sampler": "cmaes"}}, "study.sampler: Input should be 'auto', 'tpe', 'gp', 'nsga2' or 'random'"),
+        ({"constraints": {"max_accuracy_drop": 2}}, "constraints.max_accuracy_drop: Input should be less than or equal to 1"),
+    ],
+)
+def test_errors_name_the_field_the_value_and_what_is_allowed(patch: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({**MINIMAL, **patch})
+    assert expected in str(info.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SpecError, match=r"\(3 problems\)"):
+        parse_spec({"study": {"name": "s", "n_trials": 0, "x": 1}, "task": {"name": "nope"}})
+
+
+def test_missing_tables_are_named() -> None:
+    with pytest.raises(SpecError, match="study: required field is missing"):
+        parse_spec({"task": {"name": "digits"}})
+
+
+def test_load_spec_reports_unreadable_and_malformed_files(tmp_path) -> None:
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_spec(tmp_path / "absent.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study\nname = 1")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        load_spec(bad)

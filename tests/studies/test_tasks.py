@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tradeoff.objectives import evaluate
+from tradeoff.studies import Task, TaskError, load_task, validate_task
+from tradeoff.studies.tasks import check_task_arguments, digits, resolve_task
+
+
+def test_digits_teacher_is_accurate_and_cached(digits_task) -> None:
+    assert evaluate(digits_task.model, digits_task.val) >= 0.97
+    assert digits_task.info["teacher_val_accuracy"] >= 0.97
+    again = digits()  # second build in the same cache: loads, does not train
+    assert again.info["teacher_trained_s"] is None
+    for a, b in zip(digits_task.model.state_dict().values(), again.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_digits_data_shapes(digits_task) -> None:
+    x, y = next(iter(digits_task.train))
+    assert x.shape[1:] == (1, 8, 8) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert digits_task.example_inputs[0].shape == (1, 1, 8, 8)
+    assert sum(len(t) for _, t in digits_task.val) == 360  # 20 % of 1797, stratified
+
+
+def test_user_task_by_module_and_function_with_keyword_arguments() -> None:
+    task = load_task("tests.studies.user_task:make_task", {"classes": 4})
+    assert task.name == "user-mlp" and task.model(task.example_inputs[0]).shape == (1, 4)
+
+
+@pytest.mark.parametrize(
+    "name,match",
+    [
+        ("cifar", "unknown task 'cifar'"),
+        ("no_such_module_xyz:make", "cannot import module"),
+        ("tests.studies.user_task:missing", "has no function 'missing'"),
+    ],
+)
+def test_unresolvable_tasks_say_why(name: str, match: str) -> None:
+    with pytest.raises(TaskError, match=match):
+        resolve_task(name)
+
+
+def test_task_arguments_are_checked_without_building() -> None:
+    with pytest.raises(TaskError, match=r"does not accept arguments \['colour'\].*takes: classes, seed"):
+        check_task_arguments("tests.studies.user_task:make_task", {"colour": "red"})
+
+
+def test_a_factory_returning_something_else_is_named() -> None:
+    with pytest.raises(TaskError, match="returned str, expected tradeoff.studies.Task"):
+        load_task("tests.studies.user_task:not_a_task")
+
+
+def test_validate_task_names_the_bad_part() -> None:
+    good = load_task("tests.studies.user_task:make_task")
+    with pytest.raises(TaskError, match="model is str"):
+        validate_task(Task("t", "model", good.train, good.val, good.example_inputs), "t")  # type: ignore[arg-type]
+    with pytest.raises(TaskError, match=r"wrap a single tensor as \(x,\)"):
+        validate_task(Task("t", good.model, good.train, good.val, good.example_inputs[0]), "t")  # type: ignore[arg-type]

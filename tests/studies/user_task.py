@@ -1,0 +1,32 @@
+"""A user task as a user would write one: ``"tests.studies.user_task:make_task"`` in a spec."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tradeoff.studies import Task
+
+
+def make_task(*, classes: int = 3, seed: int = 0) -> Task:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(96, 12, generator=g)
+    y = (x[:, :classes].argmax(dim=1)).long()  # a learnable rule
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, classes))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[:64]), y[:64]).backward()
+        opt.step()
+    train = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+    val = [(x[64:], y[64:])]
+    return Task(name="user-mlp", model=model.eval(), train=train, val=val, example_inputs=(x[:1],))
+
+
+def not_a_task() -> str:
+    return "a string"
+
+
+def broken(**kwargs: object) -> Task:
+    raise RuntimeError("the user's data server is down")
