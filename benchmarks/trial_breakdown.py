@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
 import torch
 
 from tradeoff.objectives import describe_device
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/trial_breakdown.json"))
     args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
