@@ -70,8 +70,11 @@ def main() -> None:
     print("| trial | wall s | prune | quantize | distil | measure |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['trial']}{' (baseline)' if r['role'] == 'baseline' else ''} | {r['wall_s']:.2f} | "
-              + " | ".join(f"{r[p]:.3f}" for p in PHASES) + " |")
+        print(
+            f"| {r['trial']}{' (baseline)' if r['role'] == 'baseline' else ''} | {r['wall_s']:.2f} | "
+            + " | ".join(f"{r[p]:.3f}" for p in PHASES)
+            + " |"
+        )
     print()
     print(json.dumps(summary, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)

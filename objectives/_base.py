@@ -83,9 +83,7 @@ class Measurement:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ValueError(
-                f"Measurement source must be one of {SOURCES}, got {self.source!r}."
-            )
+            raise ValueError(f"Measurement source must be one of {SOURCES}, got {self.source!r}.")
         if not isinstance(self.value, (int, float)) or math.isnan(float(self.value)):
             raise ValueError(f"Measurement value must be a real number, got {self.value!r}.")
 

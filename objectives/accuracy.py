@@ -36,8 +36,7 @@ def evaluate(model: nn.Module, val: Iterable[Batch], metric: Metric = top1) -> f
     value = metric(torch.cat(outputs), torch.cat(targets))
     if isinstance(value, torch.Tensor):
         raise TypeError(
-            "The task's metric returned a tensor; it must return a Python float "
-            "(call `.item()` on the result)."
+            "The task's metric returned a tensor; it must return a Python float (call `.item()` on the result)."
         )
     return float(value)
 

@@ -64,9 +64,7 @@ class ModelProfile:
     @property
     def bops(self) -> int:
         a = self.activation_bits
-        return sum(l.macs * l.weight_bits * l.activation_bits for l in self.layers) + (
-            self.other_macs * a * a
-        )
+        return sum(l.macs * l.weight_bits * l.activation_bits for l in self.layers) + (self.other_macs * a * a)
 
     def figures(self) -> dict[str, int]:
         """The flat figures every trial stores."""

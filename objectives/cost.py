@@ -51,8 +51,7 @@ class Weights:
             name = name.strip()
             if not sep or name not in values:
                 raise ValueError(
-                    f"bad weight {part!r}: expected NAME=NUMBER with NAME one of "
-                    f"{', '.join(OBJECTIVE_NAMES)}."
+                    f"bad weight {part!r}: expected NAME=NUMBER with NAME one of {', '.join(OBJECTIVE_NAMES)}."
                 )
             try:
                 values[name] = float(raw)

@@ -73,9 +73,7 @@ def hypervolume(points: np.ndarray | Sequence[Sequence[float]], reference: Seque
     return float(compute_hypervolume(inside, ref))
 
 
-def knee_index(
-    points: np.ndarray | Sequence[Sequence[float]], costs: Sequence[float] | None = None
-) -> int:
+def knee_index(points: np.ndarray | Sequence[Sequence[float]], costs: Sequence[float] | None = None) -> int:
     """Index of the knee: the point farthest on the good side of the plane through the extremes.
 
     The extremes are, per objective, the point best in it. The plane ``a . x = 1`` through them is

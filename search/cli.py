@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-import tempfile
 import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import optuna
 import typer
@@ -24,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tradeoff.objectives import OBJECTIVE_NAMES, Weights
+from tradeoff.objectives import Weights
 from tradeoff.studies import (
     SpecError,
     StorageError,
@@ -37,7 +35,7 @@ from tradeoff.studies import (
     resolve_storage_url,
     study_hypervolume,
 )
-from tradeoff.studies.results import ResultsError, pick, study_spec
+from tradeoff.studies.results import pick
 from tradeoff.studies.spec import Spec
 
 from .runner import Runner, StudyMismatch, TrialEvent
@@ -230,7 +228,9 @@ def pareto(
 def export_cmd(
     study: Annotated[str, typer.Argument(help="Study name.")],
     pick_rule: Annotated[str, typer.Option("--pick", help="knee, cost, or a trial number.")] = "knee",
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Bundle folder (default tradeoff-export/STUDY).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Bundle folder (default tradeoff-export/STUDY).")
+    ] = None,
     storage: StorageOpt = None,
     weights: WeightsOpt = None,
 ) -> None:

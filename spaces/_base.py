@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import optuna
@@ -44,7 +44,6 @@ class ApplyContext:
     train: Sequence[tuple[Any, torch.Tensor]] = ()
     teacher_logits: Sequence[torch.Tensor] | None = None
     seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Config(abc.ABC):

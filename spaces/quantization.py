@@ -200,4 +200,3 @@ class QuantizationSpace(Space):
 
     def identity(self) -> QuantizationConfig:
         return QuantizationConfig()
-

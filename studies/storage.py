@@ -35,8 +35,7 @@ def check_storage_url(url: str) -> None:
         backend = make_url(url).get_backend_name()
     except ArgumentError:
         raise StorageError(
-            f"storage {url!r} is not a database URL; expected e.g. {DEFAULT_STORAGE!r} "
-            "or 'postgresql://user@host/db'."
+            f"storage {url!r} is not a database URL; expected e.g. {DEFAULT_STORAGE!r} or 'postgresql://user@host/db'."
         ) from None
     if backend not in SUPPORTED:
         raise StorageError(f"storage {url!r}: backend {backend!r} is not supported; use one of {SUPPORTED}.")

@@ -77,9 +77,7 @@ def validate_task(task: Any, source: str) -> Task:
         raise TaskError(f"task {source!r} returned {type(task).__name__}, expected tradeoff.studies.Task.")
     if not isinstance(task.model, nn.Module):
         raise TaskError(f"task {source!r}: model is {type(task.model).__name__}, expected a torch.nn.Module.")
-    if not isinstance(task.example_inputs, tuple) or not all(
-        isinstance(t, torch.Tensor) for t in task.example_inputs
-    ):
+    if not isinstance(task.example_inputs, tuple) or not all(isinstance(t, torch.Tensor) for t in task.example_inputs):
         raise TaskError(
             f"task {source!r}: example_inputs must be a tuple of tensors, "
             f"got {type(task.example_inputs).__name__}; wrap a single tensor as (x,)."
@@ -137,9 +135,7 @@ def _digits_arrays(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     )
 
 
-def _train_digits_teacher(
-    model: nn.Module, train: DataLoader, epochs: int, lr: float, seed: int
-) -> nn.Module:
+def _train_digits_teacher(model: nn.Module, train: DataLoader, epochs: int, lr: float, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(train))

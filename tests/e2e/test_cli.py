@@ -13,7 +13,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXE = shutil.which("tradeoff") or "tradeoff"
-CONFIG_FIELDS = ("format", "study", "trial", "task", "recipe", "values", "baseline", "cost", "weights", "provenance", "versions")
+CONFIG_FIELDS = (
+    "format",
+    "study",
+    "trial",
+    "task",
+    "recipe",
+    "values",
+    "baseline",
+    "cost",
+    "weights",
+    "provenance",
+    "versions",
+)
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -40,7 +52,9 @@ def test_demo_search_then_pareto_and_export(tmp_path: Path) -> None:
         assert set(entry["values"]) == {"accuracy", "size_bytes", "latency_ms", "energy_mj"}
     baseline_size = next((e["values"]["size_bytes"] for e in front if e["role"] == "baseline"), None)
     if baseline_size is None:  # the baseline may be dominated; read it from the export instead
-        baseline_size = json.loads((run("export", "digits-demo", "--out", "b", cwd=tmp_path), (tmp_path / "b" / "config.json").read_text())[1])["baseline"]["size_bytes"]
+        baseline_size = json.loads(
+            (run("export", "digits-demo", "--out", "b", cwd=tmp_path), (tmp_path / "b" / "config.json").read_text())[1]
+        )["baseline"]["size_bytes"]
     assert any(e["values"]["size_bytes"] < baseline_size for e in front)
 
     exported = run("export", "digits-demo", "--pick", "knee", "--out", "best", cwd=tmp_path)
@@ -54,7 +68,9 @@ def test_demo_search_then_pareto_and_export(tmp_path: Path) -> None:
         assert cfg["provenance"][name]["source"] in ("measured", "estimated")
     assert cfg["provenance"]["energy_mj"]["source"] == "estimated"
 
-    by_cost = run("export", "digits-demo", "--pick", "cost", "--out", "cheap", "--weights", "size_bytes=1", cwd=tmp_path)
+    by_cost = run(
+        "export", "digits-demo", "--pick", "cost", "--out", "cheap", "--weights", "size_bytes=1", cwd=tmp_path
+    )
     assert by_cost.returncode == 0, by_cost.stderr
     cheap = json.loads((tmp_path / "cheap" / "config.json").read_text())
     assert cheap["weights"]["size_bytes"] == 1.0

@@ -21,7 +21,10 @@ def test_constraints_are_nonpositive_exactly_when_met() -> None:
     c = Constraints(max_accuracy_drop=0.02, max_latency_ms=1.5, max_size_bytes=500, max_energy_mj=0.2)
     ok = constraint_values(dict(accuracy=0.79, size_bytes=500.0, latency_ms=1.0, energy_mj=0.2), BASE, c)
     assert all(v <= 0 for v in ok.values()) and set(ok) == {
-        "max_accuracy_drop", "max_latency_ms", "max_size_bytes", "max_energy_mj"
+        "max_accuracy_drop",
+        "max_latency_ms",
+        "max_size_bytes",
+        "max_energy_mj",
     }
     bad = constraint_values(dict(accuracy=0.75, size_bytes=501.0, latency_ms=1.6, energy_mj=0.3), BASE, c)
     assert all(v > 0 for v in bad.values())

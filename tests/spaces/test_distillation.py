@@ -58,9 +58,7 @@ def test_soft_loss_needs_cached_teacher_outputs(tiny_cnn, tiny_batches) -> None:
     DistillationConfig(alpha=0.0, steps=2).apply_(tiny_cnn, ApplyContext((), train=tiny_batches))  # labels only
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"temperature": 0.0}, {"alpha": 1.5}, {"steps": -1}, {"steps": 2.5}, {"lr": 0.0}]
-)
+@pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"alpha": 1.5}, {"steps": -1}, {"steps": 2.5}, {"lr": 0.0}])
 def test_bad_values_are_rejected(kwargs) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         DistillationConfig(**kwargs)

@@ -61,7 +61,9 @@ def test_weight_only_quantization_scores_what_executes(tiny_cnn, tiny_batches) -
     assert torch.equal(exe(x), scored(x))
 
 
-@pytest.mark.parametrize("field,value", [("weight_bits", 1), ("weight_bits", 12), ("activation_bits", 2), ("weight_bits", True)])
+@pytest.mark.parametrize(
+    "field,value", [("weight_bits", 1), ("weight_bits", 12), ("activation_bits", 2), ("weight_bits", True)]
+)
 def test_unsupported_widths_are_rejected_with_the_allowed_list(field, value) -> None:
     with pytest.raises(ValueError, match=rf"{field} must be one of \[.*\], got"):
         QuantizationConfig(**{field: value})

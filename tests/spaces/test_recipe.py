@@ -36,7 +36,9 @@ def test_wrong_format_is_rejected() -> None:
 def test_compress_leaves_the_original_untouched_and_is_reproducible(tiny_cnn, tiny_batches) -> None:
     x = tiny_batches[0][0]
     ref = tiny_cnn(x).detach()
-    ctx = ApplyContext((x[:1],), train=tiny_batches, teacher_logits=cache_teacher_outputs(tiny_cnn, tiny_batches), seed=7)
+    ctx = ApplyContext(
+        (x[:1],), train=tiny_batches, teacher_logits=cache_teacher_outputs(tiny_cnn, tiny_batches), seed=7
+    )
     a = compress(_recipe(), tiny_cnn, ctx)
     b = compress(_recipe(), tiny_cnn, ctx)
     assert torch.equal(tiny_cnn(x), ref)

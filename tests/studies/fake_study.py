@@ -13,7 +13,9 @@ from tradeoff.studies import TrialRecord, parse_spec, record
 BASE = dict(accuracy=0.9, size_bytes=1000.0, latency_ms=2.0, energy_mj=1.0)
 
 
-def fake_study(candidates: list[dict[str, float]], *, max_drop: float | None = 0.05, storage: str | None = None) -> optuna.Study:
+def fake_study(
+    candidates: list[dict[str, float]], *, max_drop: float | None = 0.05, storage: str | None = None
+) -> optuna.Study:
     spec = parse_spec(
         {
             "study": {"name": "fake"},

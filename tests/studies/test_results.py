@@ -61,7 +61,19 @@ def test_export_writes_every_field_and_replaces_whole(tmp_path) -> None:
     (out / "stale.txt").write_text("old")
     path = export(study, out, rule="cost")
     cfg = json.loads(path.read_text())
-    for field in ("format", "study", "trial", "task", "recipe", "values", "baseline", "cost", "weights", "provenance", "versions"):
+    for field in (
+        "format",
+        "study",
+        "trial",
+        "task",
+        "recipe",
+        "values",
+        "baseline",
+        "cost",
+        "weights",
+        "provenance",
+        "versions",
+    ):
         assert field in cfg, field
     assert cfg["format"] == "tradeoff.config/1" and cfg["trial"] == 1
     assert cfg["baseline"] == BASE and cfg["recipe"]["format"] == "tradeoff.recipe/1"

@@ -32,13 +32,25 @@ def test_minimal_spec_gets_documented_defaults() -> None:
         ({"study": {"name": "s", "trials": 3}}, "study.trials: unknown field"),
         ({"study": {"name": "s", "n_trials": "40"}}, "study.n_trials: Input should be a valid integer; got '40'"),
         ({"space": {"pruning": {"ratio": [0.2, 1.0]}}}, "space.pruning.ratio[1]: Input should be less than 1; got 1.0"),
-        ({"space": {"pruning": {"ratio": [-0.1, 0.5]}}}, "space.pruning.ratio[0]: Input should be greater than or equal to 0"),
+        (
+            {"space": {"pruning": {"ratio": [-0.1, 0.5]}}},
+            "space.pruning.ratio[0]: Input should be greater than or equal to 0",
+        ),
         ({"space": {"pruning": {"ratio": [0.6, 0.2]}}}, "space.pruning.ratio must be [low, high] with low <= high"),
-        ({"space": {"quantization": {"weight_bits": [4, 12]}}}, "space.quantization.weight_bits[1]: Input should be 2, 3, 4"),
+        (
+            {"space": {"quantization": {"weight_bits": [4, 12]}}},
+            "space.quantization.weight_bits[1]: Input should be 2, 3, 4",
+        ),
         ({"task": {"name": "imagenet"}}, "unknown task 'imagenet'"),
         ({"task": {"name": "digits", "colour": 1}}, "does not accept arguments ['colour']"),
-        ({"study": {"name": "s", "sampler": "cmaes"}}, "study.sampler: Input should be 'auto', 'tpe', 'gp', 'nsga2' or 'random'"),
-        ({"constraints": {"max_accuracy_drop": 2}}, "constraints.max_accuracy_drop: Input should be less than or equal to 1"),
+        (
+            {"study": {"name": "s", "sampler": "cmaes"}},
+            "study.sampler: Input should be 'auto', 'tpe', 'gp', 'nsga2' or 'random'",
+        ),
+        (
+            {"constraints": {"max_accuracy_drop": 2}},
+            "constraints.max_accuracy_drop: Input should be less than or equal to 1",
+        ),
     ],
 )
 def test_errors_name_the_field_the_value_and_what_is_allowed(patch: dict, expected: str) -> None:
