@@ -7,23 +7,37 @@ estimated by a documented model. This package knows nothing of compression or of
 from __future__ import annotations
 
 from ._base import EvalContext, Measurement, Objective, describe_device, top1
+from ._lock import measurement_lock
 from .accuracy import Accuracy, evaluate
-from .complexity import ModelProfile, SizeBytes, profile, size_bytes
-from .cost import DIRECTIONS, OBJECTIVE_NAMES, Constraints, Weights, constraint_values, normalise, weighted_cost
-from .energy import EnergyMj, EnergyModel
-from .latency import LatencyMs, measure_latency
+from .complexity import COMPLEXITY_FIGURES, Complexity, ModelProfile, SizeBytes, profile, size_bytes
+from .cost import (
+    DIRECTIONS,
+    OBJECTIVE_NAMES,
+    Constraints,
+    Weights,
+    check_objective_names,
+    constraint_values,
+    normalise,
+    objective_names,
+    weighted_cost,
+)
+from .energy import ENERGY_SOURCES, EnergyMj, EnergyModel, measure_energy, open_counter
+from .latency import LatencyMs, measure_latency, median_ci
 from .pareto import hypervolume, knee_index, nondominated_rank, pareto_mask, reference_point
 
 
-def default_objectives() -> list[Objective]:
-    """The four study objectives, in the order of :data:`OBJECTIVE_NAMES`."""
-    return [Accuracy(), SizeBytes(), LatencyMs(), EnergyMj()]
+def default_objectives(*, complexity: str = "size_bytes", energy_source: str = "auto") -> list[Objective]:
+    """The four study objectives, in the order of :func:`objective_names` (``complexity``)."""
+    return [Accuracy(), Complexity(complexity), LatencyMs(), EnergyMj(source=energy_source)]
 
 
 __all__ = [
     "DIRECTIONS",
     "OBJECTIVE_NAMES",
+    "COMPLEXITY_FIGURES",
+    "ENERGY_SOURCES",
     "Accuracy",
+    "Complexity",
     "Constraints",
     "EnergyMj",
     "EnergyModel",
@@ -34,15 +48,21 @@ __all__ = [
     "Objective",
     "SizeBytes",
     "Weights",
+    "check_objective_names",
     "constraint_values",
     "default_objectives",
     "describe_device",
     "evaluate",
     "hypervolume",
     "knee_index",
+    "measure_energy",
     "measure_latency",
+    "measurement_lock",
+    "median_ci",
     "nondominated_rank",
     "normalise",
+    "objective_names",
+    "open_counter",
     "pareto_mask",
     "profile",
     "reference_point",

@@ -15,7 +15,7 @@ import os
 import platform
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -110,7 +110,7 @@ class EvalContext:
         reference_latency_ms: The study's baseline latency; with ``reference`` the candidate's
             latency is reported as this reference times the interleaved ratio.
         threads: Intra-op threads for timing (1 is the quietest on small shared machines).
-        device: Target device string.
+        device: Target device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
     """
 
     example_inputs: tuple[Any, ...]
@@ -127,11 +127,12 @@ class EvalContext:
 
 
 class Objective(abc.ABC):
-    """A figure the study optimises. Subclasses set ``name``, ``direction`` and ``unit``."""
+    """A figure the study optimises. Subclasses set ``name``, ``direction`` and ``unit``
+    (as class attributes, or per instance when one class serves several figures)."""
 
-    name: ClassVar[str]
-    direction: ClassVar[Direction]
-    unit: ClassVar[str]
+    name: str
+    direction: Direction
+    unit: str
 
     @abc.abstractmethod
     def measure(self, model: nn.Module, ctx: EvalContext) -> Measurement:

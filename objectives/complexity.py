@@ -101,6 +101,62 @@ def size_bytes(model: nn.Module, weight_bits: Mapping[str, int] | None = None) -
     return total
 
 
+def pack_bits(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack signed integers of ``bits`` bits (``|q| < 2**(bits-1)``) densely into a uint8 tensor.
+
+    Example:
+        >>> pack_bits(torch.tensor([-1, 0, 1, 7]), 4).tolist()  # two 4-bit values per byte
+        [240, 127]
+    """
+    offset = torch.as_tensor(q, dtype=torch.int64).flatten() + 2 ** (bits - 1)  # to unsigned
+    shifts = torch.arange(bits - 1, -1, -1)
+    bit_planes = ((offset[:, None] >> shifts) & 1).to(torch.uint8).flatten()
+    pad = (-len(bit_planes)) % 8
+    bit_planes = torch.cat([bit_planes, bit_planes.new_zeros(pad)]).view(-1, 8)
+    return (bit_planes << torch.arange(7, -1, -1, dtype=torch.uint8)).sum(dim=1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
+    """Inverse of :func:`pack_bits`: the first ``numel`` signed integers.
+
+    Example:
+        >>> unpack_bits(pack_bits(torch.tensor([-3, 2, 0]), 3), 3, 3).tolist()
+        [-3, 2, 0]
+    """
+    planes = ((packed[:, None] >> torch.arange(7, -1, -1, dtype=torch.uint8)) & 1).flatten()[: numel * bits]
+    values = (planes.view(numel, bits).to(torch.int64) << torch.arange(bits - 1, -1, -1)).sum(dim=1)
+    return values - 2 ** (bits - 1)
+
+
+def packed_state_dict(model: nn.Module, weight_bits: Mapping[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """The weights as a deployable file holds them: what :func:`size_bytes` counts.
+
+    A quantized weight becomes ``<name>.weight.packed`` (uint8, ``pack_bits`` of its integer
+    codes), ``<name>.weight.scale`` (fp32 per output channel) and ``<name>.weight.shape``;
+    everything else stays fp32; integer bookkeeping buffers are left out.
+    """
+    weight_bits = dict(weight_bits or {})
+    out: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        bits = weight_bits.get(name, 32)
+        for pname, param in module.named_parameters(recurse=False):
+            w = param.detach()
+            if pname == "weight" and bits < 32 and isinstance(module, WEIGHT_LAYERS):
+                qmax = 2 ** (bits - 1) - 1
+                scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-12) / qmax
+                q = torch.round(w / scale.view(-1, *([1] * (w.dim() - 1)))).clamp(-qmax, qmax)
+                out[f"{prefix}weight.packed"] = pack_bits(q, bits)
+                out[f"{prefix}weight.scale"] = scale.float()
+                out[f"{prefix}weight.shape"] = torch.tensor(w.shape, dtype=torch.int32)
+            else:
+                out[f"{prefix}{pname}"] = w.float()
+        for bname, buf in module.named_buffers(recurse=False):
+            if buf.is_floating_point():
+                out[f"{prefix}{bname}"] = buf.detach().float()
+    return out
+
+
 def _macs_by_module(model: nn.Module, args: tuple[Any, ...]) -> tuple[dict[str, int], int]:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*args)
@@ -175,19 +231,46 @@ def profile(
     )
 
 
-class SizeBytes(Objective):
-    """Bytes the compressed weights need at their bit-widths (computed, see module docstring)."""
+COMPLEXITY_FIGURES: tuple[str, ...] = ("size_bytes", "params", "nonzero_params", "macs", "bops")
+_UNITS = {"size_bytes": "bytes", "params": "count", "nonzero_params": "count", "macs": "MACs", "bops": "BOPs"}
+_METHODS = {
+    "size_bytes": "computed: packed weights at their bit-widths + per-channel fp32 scales + fp32 rest",
+    "params": "computed: parameters of the compressed model",
+    "nonzero_params": "computed: non-zero parameters of the compressed model",
+    "macs": "computed: multiply-accumulates of one forward pass (torch FlopCounterMode / 2)",
+    "bops": "computed: MACs x weight bits x activation bits of one forward pass",
+}
 
-    name = "size_bytes"
+
+class Complexity(Objective):
+    """One structural figure as the complexity objective (the spec picks which; default size).
+
+    Computed from the model's structure, never timed: ``source`` is ``"estimated"`` with the
+    method saying how (see module docstring for the size model).
+
+    Example:
+        >>> Complexity("macs").measure(nn.Linear(3, 2), EvalContext(example_inputs=(torch.ones(1, 3),))).value
+        6.0
+    """
+
     direction = "minimize"
-    unit = "bytes"
+
+    def __init__(self, figure: str = "size_bytes") -> None:
+        if figure not in COMPLEXITY_FIGURES:
+            raise ValueError(f"complexity objective must be one of {COMPLEXITY_FIGURES}, got {figure!r}.")
+        self.name = figure
+        self.unit = _UNITS[figure]
 
     def measure(self, model: nn.Module, ctx: EvalContext) -> Measurement:
-        value = size_bytes(model, ctx.weight_bits)
-        return Measurement(
-            float(value),
-            self.unit,
-            "estimated",
-            "computed: packed weights at their bit-widths + per-channel fp32 scales + fp32 rest",
-            {"model": "tradeoff.size/v1"},
-        )
+        if self.name == "size_bytes":  # needs no forward pass
+            value = size_bytes(model, ctx.weight_bits)
+        else:
+            value = profile(model, ctx.example_inputs, ctx.weight_bits, ctx.activation_bits).figures()[self.name]
+        return Measurement(float(value), self.unit, "estimated", _METHODS[self.name], {"model": "tradeoff.size/v1"})
+
+
+class SizeBytes(Complexity):
+    """Bytes the compressed weights need at their bit-widths (the default complexity objective)."""
+
+    def __init__(self) -> None:
+        super().__init__("size_bytes")

@@ -35,7 +35,7 @@ from tradeoff.studies import (
     resolve_storage_url,
     study_hypervolume,
 )
-from tradeoff.studies.results import pick
+from tradeoff.studies.results import objective_names_of, pick
 from tradeoff.studies.spec import Spec
 
 from .runner import Runner, StudyMismatch, TrialEvent
@@ -87,11 +87,11 @@ def _guard(fn: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
 
 
-def _parse_weights(text: str | None) -> Weights | None:
+def _parse_weights(text: str | None, study: optuna.Study) -> Weights | None:
     if text is None:
         return None
     try:
-        return Weights.parse(text)
+        return Weights.parse(text, objective_names_of(study))
     except ValueError as exc:
         raise SpecError(f"--weights: {exc}") from None
 
@@ -105,9 +105,18 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def _fmt_complexity(name: str, value: float) -> str:
+    return f"{value / 1024:.1f}" if name == "size_bytes" else f"{value:.3g}"
+
+
+def _complexity_header(name: str) -> str:
+    return "KiB" if name == "size_bytes" else name
+
+
 def _fmt_values(values: dict[str, float]) -> str:
+    name = list(values)[1]  # the complexity objective
     return (
-        f"acc {values['accuracy']:.4f} · {values['size_bytes'] / 1024:.1f} KiB · "
+        f"acc {values['accuracy']:.4f} · {_fmt_complexity(name, values[name])} {_complexity_header(name)} · "
         f"{values['latency_ms']:.3f} ms · {values['energy_mj']:.3g} mJ"
     )
 
@@ -152,7 +161,20 @@ def _print_front(study: optuna.Study, weights: Weights | None, *, as_json: bool)
         pad_edge=False,
         collapse_padding=True,
     )
-    for col in ("trial", "prune", "wb", "ab", "T", "alpha", "accuracy", "KiB", "ms", "mJ", "cost"):
+    complexity = objective_names_of(study)[1]
+    for col in (
+        "trial",
+        "prune",
+        "wb",
+        "ab",
+        "T",
+        "alpha",
+        "accuracy",
+        _complexity_header(complexity),
+        "ms",
+        "mJ",
+        "cost",
+    ):
         table.add_column(col, justify="right", no_wrap=True)
     for e in entries:
         r = e.trial.user_attrs.get("recipe") or {}
@@ -167,7 +189,7 @@ def _print_front(study: optuna.Study, weights: Weights | None, *, as_json: bool)
             f"{d['temperature']:.1f}" if distils else "-",
             f"{d['alpha']:.2f}" if distils else "-",
             f"{e.values['accuracy']:.4f}",
-            f"{e.values['size_bytes'] / 1024:.1f}",
+            _fmt_complexity(complexity, e.values[complexity]),
             f"{e.values['latency_ms']:.3f}",
             f"{e.values['energy_mj']:.3g}",
             f"{e.cost:.3f}",
@@ -217,9 +239,8 @@ def pareto(
     """
 
     def body() -> None:
-        w = _parse_weights(weights)
         s = load_study(study, resolve_storage_url(storage))
-        _print_front(s, w, as_json=as_json)
+        _print_front(s, _parse_weights(weights, s), as_json=as_json)
 
     _guard(body)
 
@@ -242,8 +263,8 @@ def export_cmd(
     def body() -> None:
         if pick_rule not in ("knee", "cost") and not pick_rule.isdigit():
             raise SpecError(f"--pick must be knee, cost or a trial number; got {pick_rule!r}.")
-        w = _parse_weights(weights)
         s = load_study(study, resolve_storage_url(storage))
+        w = _parse_weights(weights, s)
         path = export(s, out_dir or Path("tradeoff-export") / study, rule=pick_rule, weights=w)
         cfg = json.loads(path.read_text())
         out.print(f"exported trial {cfg['trial']} ({pick_rule}) of {study} to {path}")

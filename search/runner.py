@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from tradeoff.objectives import DIRECTIONS, OBJECTIVE_NAMES
+from tradeoff.objectives import DIRECTIONS
 from tradeoff.studies import TrialRecord, load_task, open_storage, record
 from tradeoff.studies.results import ResultsError, baseline_trial
 from tradeoff.studies.spec import Spec
@@ -111,7 +111,7 @@ class Runner:
         )
         with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use; the names matter
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(OBJECTIVE_NAMES))
+            study.set_metric_names(list(self.spec.objective_names()))
         study.set_user_attr(record.STUDY_FORMAT_KEY, record.STUDY_FORMAT)
         study.set_user_attr(record.STUDY_SPEC, self.spec.to_dict())
         return study
@@ -140,7 +140,7 @@ class Runner:
 
         try:
             base = baseline_trial(study)
-            env = with_baseline(env, TrialRecord.read(base))
+            env = with_baseline(env, TrialRecord.read(base, env.names))
         except ResultsError:  # no baseline yet: trial 0 (or the first trial after an interrupted one)
             env = self._run_one(study, env, lambda trial: space.identity(), seed0, baseline=True)
 

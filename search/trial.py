@@ -16,9 +16,10 @@ from tradeoff.objectives import (
     Constraints,
     EvalContext,
     Measurement,
-    OBJECTIVE_NAMES,
+    Objective,
     constraint_values,
     default_objectives,
+    describe_device,
     profile,
 )
 from tradeoff.spaces import ApplyContext, Recipe, cache_teacher_outputs, compress, materialise
@@ -56,7 +57,12 @@ class TrialEnv:
     threads: int
     device: str
     seed: int | None
+    objectives: list[Objective]
     baseline: dict[str, float] | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.objectives)
 
     @classmethod
     def prepare(cls, spec: Spec, task: Task) -> TrialEnv:
@@ -70,11 +76,25 @@ class TrialEnv:
             threads=spec.target.threads,
             device=spec.target.device,
             seed=spec.study.seed,
+            objectives=default_objectives(complexity=spec.objectives.complexity, energy_source=spec.target.energy),
         )
 
 
-def _measure_all(scored: nn.Module, ctx: EvalContext) -> dict[str, Measurement]:
-    return {obj.name: obj.measure(scored, ctx) for obj in default_objectives()}
+def _measure_all(scored: nn.Module, ctx: EvalContext, objectives: list[Objective]) -> dict[str, Measurement]:
+    return {obj.name: obj.measure(scored, ctx) for obj in objectives}
+
+
+def _provenance(m: Measurement, ctx: EvalContext) -> dict[str, Any]:
+    """A measurement's provenance with the fields every objective carries (issue 4)."""
+    common = {
+        "device": describe_device(ctx.device),
+        "threads": ctx.threads,
+        "batch_size": int(ctx.example_inputs[0].shape[0]),
+        "torch": torch.__version__,
+        "repeats": 1,  # one evaluation unless the measurement says otherwise
+        "spread": None,  # exact or single-shot figures have none
+    }
+    return {**common, **m.provenance()}
 
 
 def evaluate_recipe(recipe: Recipe, env: TrialEnv, *, seed: int | None = None) -> TrialRecord:
@@ -103,23 +123,25 @@ def evaluate_recipe(recipe: Recipe, env: TrialEnv, *, seed: int | None = None) -
         threads=env.threads,
         device=env.device,
     )
-    measured = _measure_all(compressed.scored, ctx)
-    values = {name: measured[name].value for name in OBJECTIVE_NAMES}
+    measured = _measure_all(compressed.scored, ctx, env.objectives)
+    values = {name: measured[name].value for name in env.names}
     prof = profile(compressed.scored, env.example_inputs, compressed.weight_bits, compressed.activation_bits)
     figures: dict[str, float] = {**prof.figures(), "accuracy": values["accuracy"]}
-    for key in ("median_ms", "iqr_ms", "repeats", "ratio", "reference_ms"):
-        if key in measured["latency_ms"].details:
-            figures[f"latency_{key}"] = measured["latency_ms"].details[key]
-    for key in ("compute_pj", "weights_pj", "activations_pj"):
-        figures[f"energy_{key}"] = measured["energy_mj"].details[key]
+    lat, energy = measured["latency_ms"].details, measured["energy_mj"].details
+    for key in ("median_ms", "iqr_ms", "ci_halfwidth", "rounds", "repeats", "ratio", "reference_ms"):
+        if key in lat:
+            figures[f"latency_{key}"] = lat[key]
+    for key in ("compute_pj", "weights_pj", "activations_pj", "estimated_mj", "idle_w", "gross_mj"):
+        if key in energy:
+            figures[f"energy_{key}"] = energy[key]
     seconds = {**compressed.seconds, "measure": time.perf_counter() - start}
     return TrialRecord(
         role="baseline" if is_baseline else "candidate",
         recipe=recipe.to_dict(),
         values=values,
         figures=figures,
-        provenance={name: m.provenance() for name, m in measured.items()},
-        constraints=constraint_values(values, env.baseline or values, env.constraints),
+        provenance={name: _provenance(m, ctx) for name, m in measured.items()},
+        constraints=constraint_values({**figures, **values}, env.baseline or values, env.constraints),
         executed_as=compressed.executed_as,
         seconds={k: round(v, 4) for k, v in seconds.items()},
     )

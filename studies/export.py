@@ -21,7 +21,7 @@ import torch
 from tradeoff.objectives import Weights
 
 from . import record
-from .results import FrontEntry, baseline_trial, pick, study_spec, values_of
+from .results import FrontEntry, baseline_trial, objective_names_of, pick, study_spec, values_of
 
 CONFIG_FORMAT = "tradeoff.config/1"
 
@@ -49,7 +49,7 @@ def build_config(study: optuna.Study, entry: FrontEntry, rule: str, weights: Wei
         "task": {"name": spec.task.name, "kwargs": spec.task.kwargs, **study.user_attrs.get(record.STUDY_TASK, {})},
         "recipe": attrs.get(record.RECIPE),
         "values": entry.values,
-        "baseline": values_of(baseline_trial(study)),
+        "baseline": values_of(baseline_trial(study), objective_names_of(study)),
         "normalised": dict(zip(("e", "s", "l", "j"), map(float, entry.normalised))),
         "cost": entry.cost,
         "weights": weights.as_dict(),
@@ -67,8 +67,8 @@ def export(study: optuna.Study, out_dir: str | Path, *, rule: str = "knee", weig
 
     An existing ``out_dir`` is replaced only once the new bundle is complete.
     """
-    weights = weights or study_spec(study).weights()
     entry = pick(study, rule, weights)
+    weights = weights or study_spec(study).weights()
     config = build_config(study, entry, rule, weights)
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 Documented for readers outside the code in ``docs/TRIAL_RECORD.md``; a test keeps the two in step.
 
 A finished trial holds:
-  * ``values`` (Optuna): the four objectives, in the order of :data:`OBJECTIVE_NAMES`, with
-    directions :data:`DIRECTIONS`; the study's metric names are set to those names;
+  * ``values`` (Optuna): the four objectives, named by the study's metric names
+    (``accuracy``, the complexity figure — ``size_bytes`` by default —, ``latency_ms``,
+    ``energy_mj``), with directions :data:`DIRECTIONS`;
   * constraints (Optuna, ``trial.set_constraint``): one named value per spec constraint, ``<= 0``
     when met; ``study.best_trials`` keeps only feasible trials;
   * user attributes, under the keys below (all JSON).
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 import optuna
 
-from tradeoff.objectives import DIRECTIONS, OBJECTIVE_NAMES
+from tradeoff.objectives import DIRECTIONS, OBJECTIVE_NAMES, check_objective_names
 
 # ----- trial user attributes
 ROLE = "role"  # "baseline" for trial 0 (the uncompressed teacher), "candidate" otherwise
@@ -66,12 +67,17 @@ class TrialRecord:
     stopped: bool = False
 
     def __post_init__(self) -> None:
-        missing = [n for n in OBJECTIVE_NAMES if n not in self.values]
-        if missing:
-            raise ValueError(f"a trial record needs a value for every objective; missing {missing}.")
+        try:
+            check_objective_names(tuple(self.values))
+        except ValueError as exc:
+            raise ValueError(f"a trial record needs a value for every objective, in order: {exc}") from None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.values)
 
     def value_list(self) -> list[float]:
-        return [float(self.values[n]) for n in OBJECTIVE_NAMES]
+        return [float(v) for v in self.values.values()]
 
     def user_attrs(self) -> dict[str, Any]:
         return {
@@ -93,15 +99,16 @@ class TrialRecord:
             trial.set_constraint(name, value)
 
     @classmethod
-    def read(cls, trial: optuna.trial.FrozenTrial) -> TrialRecord:
-        """The record of a finished trial (COMPLETE, with all four values)."""
-        if trial.values is None or len(trial.values) != len(OBJECTIVE_NAMES):
+    def read(cls, trial: optuna.trial.FrozenTrial, names: tuple[str, ...] = OBJECTIVE_NAMES) -> TrialRecord:
+        """The record of a finished trial (COMPLETE, with all four values named by ``names``,
+        the study's ``metric_names``)."""
+        if trial.values is None or len(trial.values) != len(names):
             raise ValueError(f"trial {trial.number} has no objective values (state {trial.state.name}).")
         a = trial.user_attrs
         return cls(
             role=a.get(ROLE, "candidate"),
             recipe=a.get(RECIPE, {}),
-            values=dict(zip(OBJECTIVE_NAMES, trial.values)),
+            values=dict(zip(names, trial.values, strict=True)),
             figures=a.get(FIGURES, {}),
             provenance=a.get(PROVENANCE, {}),
             constraints=dict(trial.constraints),

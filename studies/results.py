@@ -65,18 +65,36 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial:
     raise ResultsError(f"study {study.study_name!r} has no completed baseline trial yet.")
 
 
-def values_of(trial: FrozenTrial) -> dict[str, float]:
-    return dict(zip(OBJECTIVE_NAMES, trial.values))
+def objective_names_of(study: optuna.Study) -> tuple[str, ...]:
+    """The study's objective names (its metric names; the default four for unnamed studies)."""
+    return tuple(study.metric_names or OBJECTIVE_NAMES)
+
+
+def values_of(trial: FrozenTrial, names: tuple[str, ...] = OBJECTIVE_NAMES) -> dict[str, float]:
+    return dict(zip(names, trial.values, strict=True))
+
+
+def _weights_for(study: optuna.Study, weights: Weights | None) -> Weights:
+    """``weights`` (e.g. from the command line) checked against the study's objectives, else the spec's."""
+    if weights is None:
+        return study_spec(study).weights()
+    names = objective_names_of(study)
+    if weights.names != names:
+        raise ResultsError(
+            f"weights name {', '.join(weights.names)} but study {study.study_name!r} has objectives {', '.join(names)}."
+        )
+    return weights
 
 
 def ranked_front(study: optuna.Study, weights: Weights | None = None) -> list[FrontEntry]:
     """The feasible Pareto front (``study.best_trials``), ranked by weighted cost (lowest first)."""
-    weights = weights or study_spec(study).weights()
-    base = values_of(baseline_trial(study))
+    names = objective_names_of(study)
+    weights = _weights_for(study, weights)
+    base = values_of(baseline_trial(study), names)
     entries = []
     for t in study.best_trials:
-        v = values_of(t)
-        entries.append(FrontEntry(t, v, normalise(v, base), weighted_cost(v, base, weights)))
+        v = values_of(t, names)
+        entries.append(FrontEntry(t, v, normalise(v, base, names), weighted_cost(v, base, weights)))
     return sorted(entries, key=lambda e: (e.cost, e.trial.number))
 
 
@@ -88,11 +106,12 @@ def pick(study: optuna.Study, rule: str, weights: Weights | None = None) -> Fron
         trials = study.get_trials(deepcopy=False)
         if number >= len(trials) or trials[number].state != TrialState.COMPLETE:
             raise ResultsError(f"trial {number} of study {study.study_name!r} is not a completed trial.")
-        weights = weights or study_spec(study).weights()
+        names = objective_names_of(study)
+        weights = _weights_for(study, weights)
         t = trials[number]
-        base = values_of(baseline_trial(study))
-        v = values_of(t)
-        return FrontEntry(t, v, normalise(v, base), weighted_cost(v, base, weights))
+        base = values_of(baseline_trial(study), names)
+        v = values_of(t, names)
+        return FrontEntry(t, v, normalise(v, base, names), weighted_cost(v, base, weights))
     if not entries:
         raise ResultsError(f"study {study.study_name!r} has no feasible trial on its front.")
     if rule == "cost":
@@ -106,7 +125,7 @@ def pick(study: optuna.Study, rule: str, weights: Weights | None = None) -> Fron
 def study_hypervolume(study: optuna.Study) -> float:
     """Hypervolume of the feasible front in the normalised space (reference ``(r, 1, 1, 1)``)."""
     spec = study_spec(study)
-    base = values_of(baseline_trial(study))
+    base = values_of(baseline_trial(study), objective_names_of(study))
     entries = ranked_front(study, spec.weights())
     ref = reference_point(base["accuracy"], spec.constraints.max_accuracy_drop)
     return hypervolume(np.stack([e.normalised for e in entries]) if entries else np.zeros((0, 4)), ref)
@@ -114,9 +133,10 @@ def study_hypervolume(study: optuna.Study) -> float:
 
 def trials_frame(study: optuna.Study, weights: Weights | None = None) -> pd.DataFrame:
     """One row per trial: number, state, params, values, figures, cost, Pareto flag."""
-    weights = weights or study_spec(study).weights()
+    names = objective_names_of(study)
+    weights = _weights_for(study, weights)
     try:
-        base: dict[str, float] | None = values_of(baseline_trial(study))
+        base: dict[str, float] | None = values_of(baseline_trial(study), names)
     except ResultsError:
         base = None
     front = {t.number for t in study.best_trials} if base else set()
@@ -125,9 +145,9 @@ def trials_frame(study: optuna.Study, weights: Weights | None = None) -> pd.Data
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
         row.update({f"param.{k}": v for k, v in t.params.items()})
         if t.values is not None:
-            row.update(values_of(t))
+            row.update(values_of(t, names))
             if base is not None:
-                row["cost"] = weighted_cost(values_of(t), base, weights)
+                row["cost"] = weighted_cost(values_of(t, names), base, weights)
         row.update({f"figure.{k}": v for k, v in t.user_attrs.get(record.FIGURES, {}).items()})
         row["role"] = t.user_attrs.get(record.ROLE)
         row["executed_as"] = t.user_attrs.get(record.EXECUTED_AS)

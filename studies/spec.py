@@ -11,9 +11,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-from tradeoff.objectives import Constraints, Weights
+from tradeoff.objectives import COMPLEXITY_FIGURES, ENERGY_SOURCES, Constraints, Weights, objective_names, open_counter
 from tradeoff.spaces import DistillationSpace, PruningSpace, QuantizationSpace, RecipeSpace
 from tradeoff.spaces.quantization import ACTIVATION_BITS, WEIGHT_BITS
 
@@ -54,9 +55,20 @@ class TaskSection(BaseModel):
 
 
 class TargetSection(_Strict):
-    device: Literal["cpu"] = "cpu"
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     threads: int = Field(default=1, ge=1)  # one thread: quietest and, on small machines, fastest
     batch_size: int = Field(default=1, ge=1)  # latency and energy are per forward pass of this batch
+    energy: Literal[ENERGY_SOURCES] = "auto"  # type: ignore[valid-type]  # a counter where there is one
+
+    @model_validator(mode="after")
+    def _available_here(self) -> TargetSection:
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"target.device {self.device!r}: no CUDA device on this machine; use 'cpu'")
+        try:
+            open_counter(self.energy, self.device)
+        except ValueError as exc:
+            raise ValueError(f"target.energy: {exc}".rstrip(".")) from None
+        return self
 
 
 class PruningSection(_Strict):
@@ -93,13 +105,44 @@ class SpaceSection(_Strict):
         return self
 
 
-class ObjectivesSection(_Strict):
-    """Weights of the cost; all four are Pareto objectives whatever their weight."""
+Weight = Annotated[float, Strict(), Field(ge=0)]
 
-    accuracy: float = Field(default=0.25, ge=0)
-    size_bytes: float = Field(default=0.25, ge=0)
-    latency_ms: float = Field(default=0.25, ge=0)
-    energy_mj: float = Field(default=0.25, ge=0)
+
+class ObjectivesSection(_Strict):
+    """Which figure is the complexity objective, and the cost's weights by objective name.
+
+    All four objectives are Pareto objectives whatever their weight; an unset weight is 0.25.
+    """
+
+    complexity: Literal[COMPLEXITY_FIGURES] = "size_bytes"  # type: ignore[valid-type]
+    accuracy: Weight = 0.25
+    size_bytes: Weight | None = None
+    params: Weight | None = None
+    nonzero_params: Weight | None = None
+    macs: Weight | None = None
+    bops: Weight | None = None
+    latency_ms: Weight = 0.25
+    energy_mj: Weight = 0.25
+
+    @model_validator(mode="after")
+    def _weight_only_the_chosen_complexity(self) -> ObjectivesSection:
+        for figure in COMPLEXITY_FIGURES:
+            if figure != self.complexity and getattr(self, figure) is not None:
+                raise ValueError(
+                    f"objectives.{figure} is weighted but the complexity objective is {self.complexity!r}; "
+                    f"set objectives.complexity = {figure!r} or remove the weight"
+                )
+        if sum(self.weights().values) <= 0:
+            raise ValueError("objectives: at least one weight must be > 0")
+        return self
+
+    def names(self) -> tuple[str, ...]:
+        return objective_names(self.complexity)
+
+    def weights(self) -> Weights:
+        chosen = getattr(self, self.complexity)
+        values = (self.accuracy, 0.25 if chosen is None else chosen, self.latency_ms, self.energy_mj)
+        return Weights(values, self.names())
 
 
 class ConstraintsSection(_Strict):
@@ -144,8 +187,12 @@ class Spec(_Strict):
             ),
         )
 
+    def objective_names(self) -> tuple[str, ...]:
+        """The study's objective names: accuracy, the chosen complexity figure, latency, energy."""
+        return self.objectives.names()
+
     def weights(self) -> Weights:
-        return Weights(**self.objectives.model_dump())
+        return self.objectives.weights()
 
     def constraints_(self) -> Constraints:
         return Constraints(**self.constraints.model_dump())

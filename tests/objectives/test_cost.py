@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tradeoff.objectives import Constraints, Weights, constraint_values, normalise, weighted_cost
+from tradeoff.objectives import Constraints, Weights, constraint_values, normalise, objective_names, weighted_cost
 
 BASE = dict(accuracy=0.8, size_bytes=1000.0, latency_ms=2.0, energy_mj=0.5)
 
@@ -13,7 +13,7 @@ def test_baseline_normalises_to_zero_error_and_unit_ratios() -> None:
 
 def test_cost_is_the_weighted_sum_of_the_normalised_point() -> None:
     v = dict(accuracy=0.76, size_bytes=250.0, latency_ms=1.0, energy_mj=0.1)
-    w = Weights(accuracy=0.6, size_bytes=0.2, latency_ms=0.1, energy_mj=0.1)
+    w = Weights((0.6, 0.2, 0.1, 0.1))
     assert weighted_cost(v, BASE, w) == pytest.approx(0.6 * 0.05 + 0.2 * 0.25 + 0.1 * 0.5 + 0.1 * 0.2)
 
 
@@ -38,9 +38,25 @@ def test_weights_parse_and_errors() -> None:
     with pytest.raises(ValueError, match="not a number"):
         Weights.parse("accuracy=high")
     with pytest.raises(ValueError, match=">= 0"):
-        Weights(accuracy=-1)
+        Weights((-1.0, 0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="> 0"):
-        Weights(0, 0, 0, 0)
+        Weights((0.0, 0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="unknown objective"):
+        Weights.from_mapping({"bops": 1.0})
+
+
+def test_another_complexity_objective_takes_the_second_place() -> None:
+    names = objective_names("bops")
+    assert names == ("accuracy", "bops", "latency_ms", "energy_mj")
+    w = Weights.parse("accuracy=0.5,bops=0.5", names)
+    base = dict(accuracy=0.8, bops=1e6, latency_ms=2.0, energy_mj=0.5)
+    v = dict(base, bops=2.5e5)
+    assert normalise(v, base, names).tolist() == [0.0, 0.25, 1.0, 1.0]
+    assert weighted_cost(v, base, w) == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="NAME one of accuracy, bops"):
+        Weights.parse("size_bytes=1", names)
+    with pytest.raises(ValueError, match="objective names must be"):
+        Weights((1.0, 0, 0, 0), ("accuracy", "latency_ms", "bops", "energy_mj"))
 
 
 def test_zero_baseline_cannot_normalise() -> None:

@@ -115,3 +115,22 @@ def test_every_named_sampler_runs_seeded(sampler: str, url: str) -> None:
     a = Runner(_spec("a", sampler=sampler), url, n_trials=2).run().trials[1].params
     b = Runner(_spec("b", sampler=sampler), url, n_trials=2).run().trials[1].params
     assert a == b
+
+
+def test_the_spec_chooses_the_complexity_objective(url: str) -> None:
+    spec = parse_spec(
+        {
+            "study": {"name": "b", "n_trials": 2},
+            "task": {"name": USER_TASK},
+            "space": {"distillation": {"steps": 5}},
+            "objectives": {"complexity": "bops"},
+        }
+    )
+    study = Runner(spec, url).run()
+    assert study.metric_names == ["accuracy", "bops", "latency_ms", "energy_mj"]
+    base = study.trials[0]
+    assert base.values[1] == base.user_attrs[record.FIGURES]["bops"]
+    assert "size_bytes" in base.user_attrs[record.FIGURES]  # the others are stored on every trial
+    from tradeoff.studies import ranked_front
+
+    assert all("bops" in e.values for e in ranked_front(study))

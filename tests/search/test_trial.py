@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tradeoff.search.trial import TrialEnv, at_batch_size, evaluate_recipe, with_baseline
 from tradeoff.spaces import DistillationConfig, PruningConfig, QuantizationConfig, Recipe
 from tradeoff.studies import parse_spec
-from tradeoff.search.trial import TrialEnv, at_batch_size, evaluate_recipe, with_baseline
 
 SPEC = parse_spec({"study": {"name": "t"}, "task": {"name": "digits"}, "constraints": {"max_accuracy_drop": 0.02}})
 
@@ -58,3 +58,13 @@ def test_batch_size_of_the_target_is_honoured() -> None:
     x = torch.arange(6.0).reshape(3, 2)
     assert at_batch_size((x,), 2)[0].tolist() == [[0, 1], [2, 3]]
     assert at_batch_size((x,), 4)[0].shape == (4, 2)
+
+
+def test_every_objective_carries_the_same_provenance_fields(env: TrialEnv) -> None:
+    rec = evaluate_recipe(Recipe(pruning=PruningConfig(ratio=0.3)), env, seed=2)
+    for name, prov in rec.provenance.items():
+        missing = {"source", "method", "device", "threads", "batch_size", "repeats", "spread", "torch"} - set(prov)
+        assert not missing, (name, missing)
+    assert rec.provenance["latency_ms"]["repeats"] > 1 and rec.provenance["latency_ms"]["spread"] > 0
+    assert rec.provenance["latency_ms"]["torch"] == torch.__version__
+    assert {"latency_ci_halfwidth", "latency_rounds", "energy_compute_pj"} <= set(rec.figures)

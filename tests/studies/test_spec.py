@@ -15,7 +15,9 @@ def test_demo_spec_is_valid_and_builds_the_domain_objects() -> None:
     assert spec.study.name == "digits-demo" and spec.task.name == "digits"
     space = spec.recipe_space()
     assert space.quantization.weight_bits == (4, 8, 32)
-    assert spec.weights().accuracy == 0.6
+    assert spec.weights()["accuracy"] == 0.6
+    assert spec.objective_names() == ("accuracy", "size_bytes", "latency_ms", "energy_mj")
+    assert spec.target.energy == "auto"
     assert spec.constraints_().max_accuracy_drop == 0.03
     assert parse_spec(tomllib.loads(demo_spec_text())).to_dict() == spec.to_dict()
 
@@ -57,6 +59,40 @@ def test_errors_name_the_field_the_value_and_what_is_allowed(patch: dict, expect
     with pytest.raises(SpecError) as info:
         parse_spec({**MINIMAL, **patch})
     assert expected in str(info.value)
+
+
+def test_the_spec_picks_the_complexity_objective_and_weighs_it_by_name() -> None:
+    spec = parse_spec({**MINIMAL, "objectives": {"complexity": "bops", "bops": 0.5, "accuracy": 0.5}})
+    assert spec.objective_names() == ("accuracy", "bops", "latency_ms", "energy_mj")
+    assert spec.weights().as_dict() == {"accuracy": 0.5, "bops": 0.5, "latency_ms": 0.25, "energy_mj": 0.25}
+    assert parse_spec({**MINIMAL, "objectives": {"complexity": "macs"}}).weights()["macs"] == 0.25
+
+
+@pytest.mark.parametrize(
+    "patch,expected",
+    [
+        (
+            {"objectives": {"size_bytes": 0.5, "complexity": "bops"}},
+            "objectives.size_bytes is weighted but the complexity objective is 'bops'",
+        ),
+        ({"objectives": {"complexity": "flops"}}, "objectives.complexity: Input should be 'size_bytes', 'params'"),
+        ({"target": {"energy": "rapl"}}, "target.energy: energy source 'rapl' is not available here"),
+        ({"target": {"energy": "joulemeter"}}, "target.energy: Input should be 'auto', 'model', 'rapl' or 'nvml'"),
+        ({"target": {"device": "tpu"}}, "target.device: String should match pattern"),
+    ],
+)
+def test_measurement_choices_are_validated(patch: dict, expected: str) -> None:
+    if "rapl" in str(patch) and __import__("tradeoff.objectives", fromlist=["x"]).open_counter("auto") is not None:
+        pytest.skip("this machine has RAPL counters")
+    with pytest.raises(SpecError) as info:
+        parse_spec({**MINIMAL, **patch})
+    assert expected in str(info.value)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_target_without_a_gpu_is_refused() -> None:
+    with pytest.raises(SpecError, match="no CUDA device on this machine"):
+        parse_spec({**MINIMAL, "target": {"device": "cuda"}})
 
 
 def test_every_problem_is_reported_at_once() -> None:
