@@ -106,7 +106,7 @@ def pack_bits(q: torch.Tensor, bits: int) -> torch.Tensor:
 
     Example:
         >>> pack_bits(torch.tensor([-1, 0, 1, 7]), 4).tolist()  # two 4-bit values per byte
-        [240, 127]
+        [120, 159]
     """
     offset = torch.as_tensor(q, dtype=torch.int64).flatten() + 2 ** (bits - 1)  # to unsigned
     shifts = torch.arange(bits - 1, -1, -1)
