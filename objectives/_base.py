@@ -10,6 +10,7 @@ Optuna or about how the model was compressed: the caller hands over the model an
 from __future__ import annotations
 
 import abc
+import copy
 import math
 import os
 import platform
@@ -31,6 +32,18 @@ SOURCES: tuple[str, ...] = ("measured", "estimated")
 def as_args(inputs: Any) -> tuple[Any, ...]:
     """Inputs of a batch as positional arguments: a tensor becomes a 1-tuple, a tuple stays."""
     return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+def on_device(model: nn.Module | None, inputs: tuple[Any, ...], device: str) -> tuple[nn.Module | None, tuple]:
+    """``model`` and ``inputs`` on ``device`` for timing or energy reading.
+
+    On the CPU they are returned as they are; elsewhere the model is *copied* to the device, so
+    the caller's model (often the teacher every trial copies from) stays where it was.
+    """
+    if device == "cpu":
+        return model, as_args(inputs)
+    moved = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in as_args(inputs))
+    return (copy.deepcopy(model).to(device) if model is not None else None), moved
 
 
 def top1(outputs: torch.Tensor, targets: torch.Tensor) -> float:

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._base import EvalContext, Measurement, Objective, as_args, describe_device
+from ._base import EvalContext, Measurement, Objective, as_args, describe_device, on_device
 from ._lock import measurement_lock
 from .complexity import ModelProfile, profile
 
@@ -307,8 +307,10 @@ class EnergyMj(Objective):
                 "per-operation energy model applied to MACs and bytes moved",
                 {"energy_model": self.model.label, **parts},
             )
-        executable = ctx.executable if ctx.executable is not None else model
-        r = measure_energy(executable, ctx.example_inputs, counter, threads=ctx.threads, device=ctx.device)
+        executable, inputs = on_device(
+            ctx.executable if ctx.executable is not None else model, ctx.example_inputs, ctx.device
+        )
+        r = measure_energy(executable, inputs, counter, threads=ctx.threads, device=ctx.device)
         return Measurement(
             r["energy_mj"],
             self.unit,

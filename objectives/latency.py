@@ -31,7 +31,7 @@ from scipy.stats import quantile_test
 from torch import nn
 from torch.utils import benchmark
 
-from ._base import EvalContext, Measurement, Objective, as_args, describe_device
+from ._base import EvalContext, Measurement, Objective, as_args, describe_device, on_device
 from ._lock import measurement_lock
 
 CI_BOUND = 0.02  # stop when the 95 % CI of the median is within +-2 % of it
@@ -183,13 +183,6 @@ def measure_latency(
     return out
 
 
-def _to_device(model: nn.Module | None, inputs: tuple[Any, ...], device: str) -> tuple[nn.Module | None, tuple]:
-    if device == "cpu":
-        return model, inputs
-    moved = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in as_args(inputs))
-    return (model.to(device) if model is not None else None), moved
-
-
 class LatencyMs(Objective):
     """Latency of one forward pass at the target batch size, measured on the executable form."""
 
@@ -203,8 +196,8 @@ class LatencyMs(Objective):
     def measure(self, model: nn.Module, ctx: EvalContext) -> Measurement:
         executable = ctx.executable if ctx.executable is not None else model
         reference = ctx.reference if ctx.reference_latency_ms is not None else None
-        executable, inputs = _to_device(executable, ctx.example_inputs, ctx.device)
-        reference, _ = _to_device(reference, ctx.example_inputs, ctx.device)
+        executable, inputs = on_device(executable, ctx.example_inputs, ctx.device)
+        reference, _ = on_device(reference, ctx.example_inputs, ctx.device)
         r = self._measure(executable, inputs, threads=ctx.threads, reference=reference, device=ctx.device)
         details = {
             **r,

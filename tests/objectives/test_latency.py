@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -100,6 +101,13 @@ def test_latency_objective_times_the_executable_form_not_the_scored_model() -> N
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_path_times_with_events_on_the_gpu() -> None:
-    model = BIG.to("cuda")
-    r = measure_latency(model, (X[0].to("cuda"),), reference=SMALL.to("cuda"), max_time=1.0)
+    model, ref = copy.deepcopy(BIG).to("cuda"), copy.deepcopy(SMALL).to("cuda")
+    r = measure_latency(model, (X[0].to("cuda"),), reference=ref, max_time=1.0)
     assert r["median_ms"] > 0 and r["ratio"] > 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_measuring_on_cuda_leaves_the_callers_models_on_the_cpu() -> None:
+    ctx = EvalContext(example_inputs=X, reference=SMALL, reference_latency_ms=1.0, device="cuda")
+    LatencyMs().measure(BIG, ctx)
+    assert next(BIG.parameters()).device.type == "cpu" and next(SMALL.parameters()).device.type == "cpu"
