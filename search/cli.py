@@ -28,7 +28,7 @@ from tradeoff.studies import (
     StorageError,
     TaskError,
     demo_spec,
-    export,
+    export_bundle,
     load_spec,
     load_study,
     ranked_front,
@@ -265,7 +265,7 @@ def export_cmd(
             raise SpecError(f"--pick must be knee, cost or a trial number; got {pick_rule!r}.")
         s = load_study(study, resolve_storage_url(storage))
         w = _parse_weights(weights, s)
-        path = export(s, out_dir or Path("tradeoff-export") / study, rule=pick_rule, weights=w)
+        path = export_bundle(s, out_dir or Path("tradeoff-export") / study, rule=pick_rule, weights=w)
         cfg = json.loads(path.read_text())
         out.print(f"exported trial {cfg['trial']} ({pick_rule}) of {study} to {path}")
         out.print(_fmt_values(cfg["values"]) + f" · cost {cfg['cost']:.3f}")

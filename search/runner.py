@@ -20,6 +20,7 @@ from tradeoff.studies import TrialRecord, load_task, open_storage, record
 from tradeoff.studies.results import ResultsError, baseline_trial
 from tradeoff.studies.spec import Spec
 from tradeoff.studies.storage import sqlite_path
+from tradeoff.studies.tasks import weights_sha256
 
 from .trial import TrialEnv, evaluate_recipe, with_baseline
 
@@ -133,7 +134,9 @@ class Runner:
         task = load_task(self.spec.task.name, self.spec.task.kwargs)
         env = TrialEnv.prepare(self.spec, task)
         study = self.open_study()
-        study.set_user_attr(record.STUDY_TASK, {"name": task.name, "info": task.info})
+        study.set_user_attr(
+            record.STUDY_TASK, {"name": task.name, "teacher_sha256": weights_sha256(task.model), "info": task.info}
+        )
         self._fail_stale(study)
         space = self.spec.recipe_space()
         seed0 = self.spec.study.seed or 0

@@ -22,23 +22,10 @@ from tradeoff.objectives import (
     describe_device,
     profile,
 )
-from tradeoff.spaces import ApplyContext, Recipe, cache_teacher_outputs, compress, materialise
+from tradeoff.spaces import ApplyContext, Recipe, compress
 from tradeoff.studies import Task, TrialRecord
 from tradeoff.studies.spec import Spec
-
-
-def at_batch_size(example_inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:
-    """``example_inputs`` resized along the batch dimension (repeated or cut) to ``batch_size``.
-
-    Example:
-        >>> at_batch_size((torch.zeros(2, 3),), 5)[0].shape
-        torch.Size([5, 3])
-    """
-    out = []
-    for x in example_inputs:
-        reps = -(-batch_size // x.shape[0])
-        out.append(x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size].contiguous())
-    return tuple(out)
+from tradeoff.studies.tasks import shared_inputs
 
 
 @dataclass
@@ -66,12 +53,12 @@ class TrialEnv:
 
     @classmethod
     def prepare(cls, spec: Spec, task: Task) -> TrialEnv:
-        train = materialise(task.train)
+        shared = shared_inputs(task, spec.target.batch_size)
         return cls(
             task=task,
-            example_inputs=at_batch_size(task.example_inputs, spec.target.batch_size),
-            train=train,
-            teacher_logits=cache_teacher_outputs(task.model, train),
+            example_inputs=shared.example_inputs,
+            train=shared.train,
+            teacher_logits=shared.teacher_logits,
             constraints=spec.constraints_(),
             threads=spec.target.threads,
             device=spec.target.device,
@@ -144,6 +131,7 @@ def evaluate_recipe(recipe: Recipe, env: TrialEnv, *, seed: int | None = None) -
         constraints=constraint_values({**figures, **values}, env.baseline or values, env.constraints),
         executed_as=compressed.executed_as,
         seconds={k: round(v, 4) for k, v in seconds.items()},
+        seed=seed,
     )
 
 

@@ -47,6 +47,22 @@ class WeightFakeQuant(nn.Module):
         return torch.fake_quantize_per_channel_affine(w, scale, zero, 0, -self.qmax, self.qmax)
 
 
+def fake_quantize_plain(x: torch.Tensor, scale: float, zero: int, levels: int) -> torch.Tensor:
+    """``torch.fake_quantize_per_tensor_affine`` (unsigned, ``0..levels``) in exportable plain ops.
+
+    Same arithmetic as the ATen kernel: multiply by the reciprocal scale, round half to even,
+    add the zero-point, clamp, then dequantize.
+
+    Example:
+        >>> x = torch.linspace(-1, 2, 101)
+        >>> torch.equal(fake_quantize_plain(x, 0.02, 50, 255), torch.fake_quantize_per_tensor_affine(x, 0.02, 50, 0, 255))
+        True
+    """
+    inv = 1.0 / scale
+    q = torch.clamp(torch.round(x * inv) + zero, 0, levels)
+    return (q - zero) * scale
+
+
 class ActivationFakeQuant:
     """Forward pre-hook: per-tensor affine fake-quantization of a layer's input at ``bits``.
 
@@ -72,7 +88,10 @@ class ActivationFakeQuant:
             self.lo = min(self.lo, float(x.detach().min()))
             self.hi = max(self.hi, float(x.detach().max()))
         scale, zero = self.qparams()
-        q = torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 2**self.bits - 1)
+        if x.requires_grad:  # training: PyTorch's op, straight-through gradient masked to the range
+            q = torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 2**self.bits - 1)
+        else:  # inference: the same arithmetic in plain ops, so torch.export can trace it
+            q = fake_quantize_plain(x, scale, zero, 2**self.bits - 1)
         return (q, *args[1:])
 
 

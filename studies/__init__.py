@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .export import CONFIG_FORMAT, export
+from .export import CONFIG_FORMAT, ExportError, apply_config, export_bundle, load_config, rebuild
 from .record import TrialRecord
 from .results import FrontEntry, baseline_trial, pick, ranked_front, study_hypervolume, trials_frame
 from .spec import Spec, SpecError, demo_spec, load_spec, parse_spec
@@ -12,6 +12,7 @@ from .tasks import Task, TaskError, load_task, validate_task
 __all__ = [
     "CONFIG_FORMAT",
     "DEFAULT_STORAGE",
+    "ExportError",
     "FrontEntry",
     "Spec",
     "SpecError",
@@ -19,15 +20,18 @@ __all__ = [
     "Task",
     "TaskError",
     "TrialRecord",
+    "apply_config",
     "baseline_trial",
     "demo_spec",
-    "export",
+    "export_bundle",
+    "load_config",
     "load_spec",
     "load_study",
     "load_task",
     "open_storage",
     "parse_spec",
     "pick",
+    "rebuild",
     "ranked_front",
     "resolve_storage_url",
     "study_hypervolume",

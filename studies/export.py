@@ -1,8 +1,20 @@
-"""The export bundle: the chosen config and how every figure of it was obtained.
+"""The export bundle: the chosen config, the compressed model, and how every figure was obtained.
 
-``tradeoff export`` writes ``DIR/config.json`` (format ``tradeoff.config/1``). The bundle is
-written to a temporary folder beside ``DIR`` and moved into place whole, so a failure never
-leaves half a bundle.
+``tradeoff export STUDY --out DIR`` writes, into a temporary folder moved into place whole (a
+failure never leaves half a bundle):
+
+* ``config.json`` (format ``tradeoff.config/1``): the recipe and seed, the four values, the
+  baseline's, cost, weights and pick rule, constraints, provenance of every figure, the spec, the
+  teacher's weights hash, versions, and the figures of the model as rebuilt for the bundle;
+* ``model.pt2``: the compressed model as a ``torch.export`` program; it loads with plain torch
+  (``torch.export.load("model.pt2").module()``), without tradeoff, any batch size;
+* ``state_dict.pt``: its plain state dict; ``packed_weights.pt``: the weights packed at their
+  bit-widths (what ``size_bytes`` counts);
+* ``README.md``: how to load it and what was measured; ``report.html``: the front, this trial marked.
+
+The model is rebuilt by re-applying the trial's recipe with the trial's seed to the task's teacher
+(a few seconds on digits); its accuracy must come out within :data:`ACCURACY_TOLERANCE` of the
+trial's, and its size exactly, or the export fails.
 """
 
 from __future__ import annotations
@@ -11,19 +23,32 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+from torch import nn
 
-from tradeoff.objectives import Weights
+from tradeoff.objectives import Weights, evaluate, profile
+from tradeoff.objectives.complexity import packed_state_dict
+from tradeoff.spaces import ApplyContext, Compressed, Recipe, compress
 
 from . import record
-from .results import FrontEntry, baseline_trial, objective_names_of, pick, study_spec, values_of
+from .report import write_report
+from .results import FrontEntry, baseline_trial, objective_names_of, pick, ranked_front, study_spec, values_of
+from .spec import Spec, parse_spec
+from .tasks import Task, at_batch_size, load_task, shared_inputs, weights_sha256
 
 CONFIG_FORMAT = "tradeoff.config/1"
+ACCURACY_TOLERANCE = 0.005  # same seed and data: equal up to reordered float sums across machines
+EXPORT_BATCH = 2  # trace at batch >= 2 with a dynamic batch dim: batch 1 would be specialised away
+
+
+class ExportError(RuntimeError):
+    """The bundle cannot be made faithfully (e.g. the rebuilt model does not match the trial)."""
 
 
 def versions() -> dict[str, str]:
@@ -37,20 +62,112 @@ def versions() -> dict[str, str]:
     return out
 
 
+@dataclass
+class Rebuilt:
+    """A trial's model rebuilt from its recipe and seed, with the figures it gives now."""
+
+    task: Task
+    compressed: Compressed
+    example_inputs: tuple[torch.Tensor, ...]
+    figures: dict[str, float]  # accuracy, size_bytes, params, nonzero_params, macs, bops
+    teacher_sha256: str
+
+
+def rebuild(spec: Spec, recipe: dict[str, Any], seed: int | None, *, task: Task | None = None) -> Rebuilt:
+    """Re-apply ``recipe`` with ``seed`` to the spec's task (or ``task``) and measure the exact figures."""
+    task = task or load_task(spec.task.name, spec.task.kwargs)
+    shared = shared_inputs(task, spec.target.batch_size)
+    ctx = ApplyContext(shared.example_inputs, shared.train, shared.teacher_logits, seed)
+    compressed = compress(Recipe.from_dict(recipe), task.model, ctx)
+    prof = profile(compressed.scored, shared.example_inputs, compressed.weight_bits, compressed.activation_bits)
+    figures = {"accuracy": evaluate(compressed.scored, task.val, task.metric), **prof.figures()}
+    return Rebuilt(task, compressed, shared.example_inputs, figures, weights_sha256(task.model))
+
+
+def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
+    """``torch.export`` the model with a dynamic batch dimension."""
+    inputs = at_batch_size(example_inputs, EXPORT_BATCH)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    with torch.no_grad():
+        return torch.export.export(model.eval(), inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
+
+
+def compare(exported: dict[str, Any], rebuilt: Rebuilt) -> list[dict[str, Any]]:
+    """Rows of exported vs rebuilt figures with their tolerance and verdict."""
+    rows = []
+    trial_figures = exported.get("figures", {})
+    for name, tol in (("accuracy", ACCURACY_TOLERANCE), ("size_bytes", 0.0), ("macs", 0.0), ("params", 0.0)):
+        if name not in trial_figures:
+            continue
+        want, got = float(trial_figures[name]), float(rebuilt.figures[name])
+        rows.append({"figure": name, "exported": want, "rebuilt": got, "tolerance": tol, "ok": abs(got - want) <= tol})
+    return rows
+
+
+def _readme(config: dict[str, Any]) -> str:
+    v, b, names = config["values"], config["baseline"], list(config["values"])
+    prov = config["provenance"]
+    lines = [
+        f"# {config['study']}: trial {config['trial']} ({config['pick']})",
+        "",
+        "Load the compressed model with plain PyTorch (tradeoff not needed):",
+        "",
+        "```python",
+        "import torch",
+        'model = torch.export.load("model.pt2").module()',
+        f"outputs = model(x)  # x shaped like the task's inputs, any batch size; task: {config['task']['name']}",
+        "```",
+        "",
+        "`state_dict.pt` is the same model's plain state dict; `packed_weights.pt` holds the weights packed",
+        "at their bit-widths (`<layer>.weight.packed` uint8 codes, `.scale` per output channel, `.shape`).",
+        "`model.pt2` runs the weights on their quantized grid and activations fake-quantized, in fp32:",
+        f"that is the form latency was measured on here (`executed_as`: {config.get('executed_as')}).",
+        "",
+        "| objective | this model | uncompressed | source | method |",
+        "|---|---:|---:|---|---|",
+    ]
+    for n in names:
+        p = prov.get(n, {})
+        lines.append(f"| {n} | {v[n]:.6g} | {b[n]:.6g} | {p.get('source', '?')} | {p.get('method', '')} |")
+    lat = prov.get("latency_ms", {})
+    lines += [
+        "",
+        f"Measured on: {lat.get('device', 'unknown device')}, {lat.get('threads', '?')} thread(s), batch size "
+        f"{lat.get('batch_size', '?')}, torch {lat.get('torch', '?')}.",
+        f"Weighted cost {config['cost']:.4f} with weights {config['weights']} (lower is better; the baseline scores "
+        f"{sum(list(config['weights'].values())[1:]):.2f}).",
+        "",
+        "Recipe (re-apply with `tradeoff apply config.json`):",
+        "",
+        "```json",
+        json.dumps({"recipe": config["recipe"], "seed": config["seed"]}, indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def build_config(study: optuna.Study, entry: FrontEntry, rule: str, weights: Weights) -> dict[str, Any]:
-    """The content of ``config.json`` for the chosen front entry."""
+    """The content of ``config.json`` for the chosen front entry (without the rebuilt figures)."""
     spec = study_spec(study)
     attrs = entry.trial.user_attrs
+    built = study.user_attrs.get(record.STUDY_TASK, {})
     return {
         "format": CONFIG_FORMAT,
         "study": study.study_name,
         "trial": entry.trial.number,
         "pick": rule,
-        "task": {"name": spec.task.name, "kwargs": spec.task.kwargs, **study.user_attrs.get(record.STUDY_TASK, {})},
+        "task": {
+            "name": spec.task.name,
+            "kwargs": spec.task.kwargs,
+            "teacher_sha256": built.get("teacher_sha256"),
+            "info": built.get("info", {}),
+        },
         "recipe": attrs.get(record.RECIPE),
+        "seed": attrs.get(record.SEED),
         "values": entry.values,
         "baseline": values_of(baseline_trial(study), objective_names_of(study)),
-        "normalised": dict(zip(("e", "s", "l", "j"), map(float, entry.normalised))),
+        "normalised": dict(zip(("e", "s", "l", "j"), map(float, entry.normalised), strict=True)),
         "cost": entry.cost,
         "weights": weights.as_dict(),
         "constraints": dict(entry.trial.constraints),
@@ -62,7 +179,28 @@ def build_config(study: optuna.Study, entry: FrontEntry, rule: str, weights: Wei
     }
 
 
-def export(study: optuna.Study, out_dir: str | Path, *, rule: str = "knee", weights: Weights | None = None) -> Path:
+def _write_model_files(folder: Path, rebuilt: Rebuilt) -> dict[str, str]:
+    scored = rebuilt.compressed.scored
+    torch.export.save(export_program(scored, rebuilt.example_inputs), folder / "model.pt2")
+    torch.save(scored.state_dict(), folder / "state_dict.pt")
+    torch.save(packed_state_dict(scored, rebuilt.compressed.weight_bits), folder / "packed_weights.pt")
+    return {
+        "model": "model.pt2",
+        "state_dict": "state_dict.pt",
+        "packed_weights": "packed_weights.pt",
+        "readme": "README.md",
+        "report": "report.html",
+    }
+
+
+def export_bundle(
+    study: optuna.Study,
+    out_dir: str | Path,
+    *,
+    rule: str = "knee",
+    weights: Weights | None = None,
+    with_model: bool = True,
+) -> Path:
     """Write the bundle for the trial picked by ``rule`` into ``out_dir``; return the config path.
 
     An existing ``out_dir`` is replaced only once the new bundle is complete.
@@ -74,7 +212,27 @@ def export(study: optuna.Study, out_dir: str | Path, *, rule: str = "knee", weig
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        if with_model:
+            if config["recipe"] is None:
+                raise ExportError(f"trial {entry.trial.number} has no recipe stored; it cannot be rebuilt.")
+            rebuilt = rebuild(study_spec(study), config["recipe"], config["seed"])
+            config["rebuilt"] = compare(config, rebuilt)
+            bad = [r for r in config["rebuilt"] if not r["ok"]]
+            if bad:
+                raise ExportError(
+                    "the rebuilt model does not match the trial: "
+                    + "; ".join(f"{r['figure']} {r['rebuilt']:.6g} vs {r['exported']:.6g}" for r in bad)
+                    + ". The teacher or the task's data changed since the search?"
+                )
+            if config["task"]["teacher_sha256"] not in (None, rebuilt.teacher_sha256):
+                raise ExportError("the task's teacher is not the one the study searched (weights hash differs).")
+            config["files"] = _write_model_files(tmp, rebuilt)
+            (tmp / "README.md").write_text(_readme(config), encoding="utf-8")
+            note = "accuracy measured; size computed; latency measured on the executable form; energy " + config[
+                "provenance"
+            ].get("energy_mj", {}).get("source", "?")
+            write_report(study, ranked_front(study, weights), entry, tmp / "report.html", note)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -82,3 +240,28 @@ def export(study: optuna.Study, out_dir: str | Path, *, rule: str = "knee", weig
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / "config.json"
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read an exported ``config.json``; a wrong format is an error that says what was expected."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ExportError(f"cannot read {str(path)!r}: {exc.strerror}.") from None
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path} is not JSON ({exc}).") from None
+    if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
+        raise ExportError(f"{path} is not a tradeoff config (format {CONFIG_FORMAT!r} expected).")
+    return config
+
+
+def apply_config(config: dict[str, Any], *, task_name: str | None = None) -> tuple[Rebuilt, list[dict[str, Any]]]:
+    """Re-apply an exported config to its task (or ``task_name``) and compare with the exported figures."""
+    spec = parse_spec(config["spec"], "config.json spec")
+    if task_name is not None and task_name != spec.task.name:
+        data = spec.to_dict()
+        data["task"] = {"name": task_name}
+        spec = parse_spec(data, f"--task {task_name}")
+    rebuilt = rebuild(spec, config["recipe"], config.get("seed"))
+    return rebuilt, compare(config, rebuilt)

@@ -31,14 +31,15 @@ SECONDS = "seconds"  # wall time per phase: prune, quantize, distil, measure
 SCREENED = "screened"  # True when a cheap constraint failed and fine-tuning was skipped
 STOPPED = "stopped"  # True when a fidelity rung stopped the trial early
 ERROR = "error"  # why a FAILED trial failed (one line)
+SEED = "seed"  # the seed the recipe was applied with: the same seed reproduces the model
 
-TRIAL_KEYS = (ROLE, RECIPE, FIGURES, PROVENANCE, EXECUTED_AS, SECONDS, SCREENED, STOPPED, ERROR)
+TRIAL_KEYS = (ROLE, RECIPE, SEED, FIGURES, PROVENANCE, EXECUTED_AS, SECONDS, SCREENED, STOPPED, ERROR)
 
 # ----- study user attributes
 STUDY_FORMAT_KEY = "format"  # "tradeoff.study/1"
 STUDY_FORMAT = "tradeoff.study/1"
 STUDY_SPEC = "spec"  # the validated spec as JSON (Spec.to_dict())
-STUDY_TASK = "task"  # the task's name and what was recorded when it was built
+STUDY_TASK = "task"  # {"name", "teacher_sha256", "info"}: the task as built for this study
 
 STUDY_KEYS = (STUDY_FORMAT_KEY, STUDY_SPEC, STUDY_TASK)
 
@@ -65,6 +66,7 @@ class TrialRecord:
     seconds: Mapping[str, float] = field(default_factory=dict)
     screened: bool = False
     stopped: bool = False
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -83,6 +85,7 @@ class TrialRecord:
         return {
             ROLE: self.role,
             RECIPE: dict(self.recipe),
+            SEED: self.seed,
             FIGURES: dict(self.figures),
             PROVENANCE: {k: dict(v) for k, v in self.provenance.items()},
             EXECUTED_AS: self.executed_as,
@@ -116,6 +119,7 @@ class TrialRecord:
             seconds=a.get(SECONDS, {}),
             screened=bool(a.get(SCREENED, False)),
             stopped=bool(a.get(STOPPED, False)),
+            seed=a.get(SEED),
         )
 
 

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tradeoff.objectives import evaluate, top1
+from tradeoff.spaces import cache_teacher_outputs, materialise
 
 Batch = tuple[Any, torch.Tensor]
 TaskFactory = Callable[..., "Task"]
@@ -89,6 +90,50 @@ def validate_task(task: Any, source: str) -> Task:
             raise TaskError(f"task {source!r}: {name} must be an iterable of (inputs, targets) batches.")
     task.model.eval()
     return task
+
+
+def at_batch_size(example_inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:
+    """``example_inputs`` resized along the batch dimension (repeated or cut) to ``batch_size``.
+
+    Example:
+        >>> at_batch_size((torch.zeros(2, 3),), 5)[0].shape
+        torch.Size([5, 3])
+    """
+    out = []
+    for x in example_inputs:
+        reps = -(-batch_size // x.shape[0])
+        out.append(x.repeat(reps, *([1] * (x.dim() - 1)))[:batch_size].contiguous())
+    return tuple(out)
+
+
+@dataclass
+class SharedInputs:
+    """What every compression of a task shares: built once per process, reused by every trial."""
+
+    example_inputs: tuple[torch.Tensor, ...]  # at the target batch size
+    train: list[Batch]  # one materialised pass over task.train, same order for every trial
+    teacher_logits: list[torch.Tensor]  # the teacher's outputs on each of those batches
+
+
+def shared_inputs(task: Task, batch_size: int) -> SharedInputs:
+    """Materialise the training batches and cache the teacher's outputs on them (once per study)."""
+    train = materialise(task.train)
+    return SharedInputs(at_batch_size(task.example_inputs, batch_size), train, cache_teacher_outputs(task.model, train))
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """A hash of a model's weights and buffers (names, shapes, dtypes and values), to recognise a teacher.
+
+    Example:
+        >>> weights_sha256(nn.Linear(2, 2)) == weights_sha256(nn.Linear(2, 2))
+        False
+    """
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- built-in: digits

@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tradeoff.search.trial import TrialEnv, at_batch_size, evaluate_recipe, with_baseline
+from tradeoff.search.trial import TrialEnv, evaluate_recipe, with_baseline
 from tradeoff.spaces import DistillationConfig, PruningConfig, QuantizationConfig, Recipe
 from tradeoff.studies import parse_spec
+from tradeoff.studies.tasks import at_batch_size
 
 SPEC = parse_spec({"study": {"name": "t"}, "task": {"name": "digits"}, "constraints": {"max_accuracy_drop": 0.02}})
 

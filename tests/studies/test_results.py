@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tradeoff.studies import baseline_trial, export, pick, ranked_front, study_hypervolume, trials_frame
+from tradeoff.studies import baseline_trial, export_bundle, pick, ranked_front, study_hypervolume, trials_frame
 from tradeoff.studies.results import ResultsError
 
 from .fake_study import BASE, fake_study
@@ -59,7 +59,7 @@ def test_export_writes_every_field_and_replaces_whole(tmp_path) -> None:
     out = tmp_path / "bundle"
     out.mkdir()
     (out / "stale.txt").write_text("old")
-    path = export(study, out, rule="cost")
+    path = export_bundle(study, out, rule="cost", with_model=False)
     cfg = json.loads(path.read_text())
     for field in (
         "format",
@@ -86,5 +86,5 @@ def test_export_writes_every_field_and_replaces_whole(tmp_path) -> None:
 def test_failed_export_leaves_nothing(tmp_path) -> None:
     study = fake_study(CANDIDATES)
     with pytest.raises(ResultsError):
-        export(study, tmp_path / "b", rule="99")
+        export_bundle(study, tmp_path / "b", rule="99", with_model=False)
     assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,107 @@
+"""The export bundle of a real (small) study: files, faithful rebuild, standalone loading."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import tradeoff.studies.export as export_module  # noqa: E402
+from tradeoff.search import Runner
+from tradeoff.studies import ExportError, apply_config, export_bundle, load_config, parse_spec
+
+SPEC = {
+    "study": {"name": "bundle", "n_trials": 3, "seed": 0},
+    "task": {"name": "tests.studies.user_task:make_task"},
+    "space": {"distillation": {"steps": 10}, "quantization": {"weight_bits": [4, 8], "activation_bits": [8]}},
+}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 's.db'}"
+    return Runner(parse_spec(SPEC), url).run()
+
+
+@pytest.fixture(scope="module")
+def bundle(study, tmp_path_factory):
+    return export_bundle(study, tmp_path_factory.mktemp("out") / "best", rule="cost").parent
+
+
+def test_bundle_holds_every_file_and_field(bundle) -> None:
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "README.md", "config.json", "model.pt2", "packed_weights.pt", "report.html", "state_dict.pt",
+    ]  # fmt: skip
+    cfg = load_config(bundle / "config.json")
+    for field in ("recipe", "seed", "values", "baseline", "cost", "weights", "pick", "provenance", "spec", "versions"):
+        assert field in cfg, field
+    assert len(cfg["task"]["teacher_sha256"]) == 64
+    assert cfg["rebuilt"] and all(row["ok"] for row in cfg["rebuilt"])
+    readme = (bundle / "README.md").read_text()
+    assert 'torch.export.load("model.pt2")' in readme and "| latency_ms |" in readme
+
+
+def test_report_is_a_self_contained_plotly_page_marking_the_trial(bundle) -> None:
+    html = (bundle / "report.html").read_text()
+    cfg = json.loads((bundle / "config.json").read_text())
+    assert "plotly" in html.lower() and f"exported: trial {cfg['trial']}" in html
+    assert '<script src="http' not in html  # plotly.js is inlined: opens offline
+
+
+def test_exported_model_loads_without_tradeoff_and_scores_like_the_trial(bundle, tmp_path) -> None:
+    from tests.studies.user_task import make_task
+
+    task = make_task()
+    x, y = torch.cat([b[0] for b in task.val]), torch.cat([b[1] for b in task.val])
+    torch.save({"x": x, "y": y}, tmp_path / "val.pt")
+    code = (
+        "import sys, torch\n"
+        f"m = torch.export.load({str(bundle / 'model.pt2')!r}).module()\n"
+        f"d = torch.load({str(tmp_path / 'val.pt')!r})\n"
+        "acc = (m(d['x']).argmax(-1) == d['y']).float().mean().item()\n"
+        "assert not any(k.startswith('tradeoff') for k in sys.modules), 'tradeoff was imported'\n"
+        "print(acc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cfg = json.loads((bundle / "config.json").read_text())
+    assert float(done.stdout) == pytest.approx(cfg["values"]["accuracy"], abs=1e-6)
+
+
+def test_packed_weights_are_the_size_the_trial_counted(bundle) -> None:
+    cfg = json.loads((bundle / "config.json").read_text())
+    packed = torch.load(bundle / "packed_weights.pt")
+    payload = sum(t.numel() * t.element_size() for k, t in packed.items() if not k.endswith(".shape"))
+    assert payload == cfg["figures"]["size_bytes"]
+
+
+def test_apply_reproduces_the_exported_figures(bundle) -> None:
+    rebuilt, rows = apply_config(load_config(bundle / "config.json"))
+    assert {r["figure"] for r in rows} >= {"accuracy", "size_bytes"} and all(r["ok"] for r in rows)
+
+
+def test_a_changed_teacher_fails_the_export_and_leaves_nothing(study, tmp_path, monkeypatch) -> None:
+    real = export_module.load_task
+
+    def tampered(name, kwargs=None):
+        task = real(name, kwargs)
+        with torch.no_grad():
+            for p in task.model.parameters():
+                p.add_(0.5)
+        return task
+
+    monkeypatch.setattr(export_module, "load_task", tampered)
+    with pytest.raises(ExportError, match="does not match the trial|weights hash differs"):
+        export_bundle(study, tmp_path / "b", rule="cost")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_config_rejects_other_files(tmp_path) -> None:
+    (tmp_path / "c.json").write_text('{"format": "other/1"}')
+    with pytest.raises(ExportError, match="not a tradeoff config"):
+        load_config(tmp_path / "c.json")
+    with pytest.raises(ExportError, match="cannot read"):
+        load_config(tmp_path / "missing.json")
