@@ -1,8 +1,9 @@
-"""The ``tradeoff`` command.
+"""The ``tradeoff`` command: launch and resume searches, read their results, export and re-apply.
 
 Exit codes: 0 success; 2 bad usage, bad spec or bad storage URL (the message names the problem and
 nothing is written to storage); 1 a failure while running (a one-line message; the traceback only
 with ``--debug``); 130 interrupted by Ctrl-C (the running trial is marked failed; re-run to resume).
+``worker`` and ``dashboard`` commands come with later work.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import optuna
 import typer
+from optuna.trial import TrialState
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -24,19 +26,24 @@ from rich.table import Table
 
 from tradeoff.objectives import Weights
 from tradeoff.studies import (
+    ExportError,
     SpecError,
     StorageError,
     TaskError,
+    apply_config,
     demo_spec,
     export_bundle,
+    load_config,
     load_spec,
     load_study,
+    open_storage,
     ranked_front,
     resolve_storage_url,
     study_hypervolume,
 )
-from tradeoff.studies.results import objective_names_of, pick
-from tradeoff.studies.spec import Spec
+from tradeoff.studies.export import export_program
+from tradeoff.studies.results import ResultsError, objective_names_of, pick, study_spec
+from tradeoff.studies.spec import Spec, demo_spec_text
 
 from .runner import Runner, StudyMismatch, TrialEvent
 
@@ -63,6 +70,8 @@ WeightsOpt = Annotated[
     str | None,
     typer.Option("--weights", help="Cost weights, e.g. accuracy=0.6,size_bytes=0.2,latency_ms=0.1,energy_mj=0.1."),
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+StudyArg = Annotated[str, typer.Argument(help="Study name.")]
 
 
 def _guard(fn: Callable[[], T]) -> T:
@@ -70,10 +79,12 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except USAGE_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        err.print("interrupted: the running trial was marked failed; run the same command again to resume.")
+        err.print(
+            "interrupted: the running trial was marked failed; run the same command again to resume.", soft_wrap=True
+        )
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
@@ -81,10 +92,14 @@ def _guard(fn: Callable[[], T]) -> T:
         if STATE["debug"]:
             traceback.print_exc()
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        err.print(f"[bold red]error:[/] {msg}", highlight=False)
+        err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
         if not STATE["debug"]:
             err.print("(run with --debug for the traceback)")
         raise typer.Exit(1) from None
+
+
+def _json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
 
 
 def _parse_weights(text: str | None, study: optuna.Study) -> Weights | None:
@@ -105,6 +120,9 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+# ---------------------------------------------------------------------------------- formatting
+
+
 def _fmt_complexity(name: str, value: float) -> str:
     return f"{value / 1024:.1f}" if name == "size_bytes" else f"{value:.3g}"
 
@@ -121,10 +139,29 @@ def _fmt_values(values: dict[str, float]) -> str:
     )
 
 
+def _counts(study: optuna.Study) -> dict[str, int]:
+    counts = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)}
+    for t in study.get_trials(deepcopy=False):
+        key = t.state.name.lower()
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _hypervolume_or_none(study: optuna.Study) -> float | None:
+    try:
+        return study_hypervolume(study)
+    except ResultsError:
+        return None
+
+
+# ---------------------------------------------------------------------------------- run
+
+
 def _run(spec: Spec, storage: str | None, trials: int | None) -> None:
     url = resolve_storage_url(storage, spec.study.storage)
     total = trials or spec.study.n_trials
     err.print(f"study [bold]{spec.study.name}[/] · task {spec.task.name} · {total} trials · storage {url}")
+    live = err.is_terminal  # a live bar on a terminal; one plain line per trial in logs and pipes
     progress = Progress(
         TextColumn("[bold]trials"),
         BarColumn(),
@@ -133,11 +170,18 @@ def _run(spec: Spec, storage: str | None, trials: int | None) -> None:
         TimeRemainingColumn(),
         TextColumn("{task.description}"),
         console=err,
+        disable=not live,
     )
 
     def on_event(ev: TrialEvent) -> None:
         last = _fmt_values(ev.values) if ev.values else f"FAILED ({ev.error})"
-        progress.update(bar, completed=ev.done, description=f"front {ev.front_size} · #{ev.number}: {last}")
+        hv = f"{ev.hypervolume:.4f}" if ev.hypervolume is not None else "-"
+        line = f"front {ev.front_size} · hv {hv} · #{ev.number}: {last}"
+        progress.update(bar, completed=ev.done, description=line)
+        if not live:
+            err.print(
+                f"trial {ev.number} {ev.state.lower()} ({ev.done}/{ev.total}) · {line}", highlight=False, soft_wrap=True
+            )
 
     with progress:
         bar = progress.add_task("building the task (teacher, cached outputs)", total=total)
@@ -148,7 +192,7 @@ def _run(spec: Spec, storage: str | None, trials: int | None) -> None:
 def _print_front(study: optuna.Study, weights: Weights | None, *, as_json: bool) -> None:
     entries = ranked_front(study, weights)
     if as_json:
-        print(json.dumps([e.as_json() for e in entries], indent=2))
+        _json([e.as_json() for e in entries])
         return
     if not entries:
         out.print(f"study {study.study_name}: no feasible trial on the front yet.")
@@ -197,11 +241,15 @@ def _print_front(study: optuna.Study, weights: Weights | None, *, as_json: bool)
     out.print(table)
     out.print(f"hypervolume {study_hypervolume(study):.4f} in the baseline-normalised space")
     out.print(
-        "accuracy measured on the validation set; size computed at the chosen bit-widths; latency measured "
-        "on the executable form (see executed_as), interleaved with the baseline; energy estimated by a "
-        "per-operation model (horowitz-isscc2014-45nm/v1)",
+        "accuracy measured on the validation set; complexity computed at the chosen bit-widths; latency measured "
+        "on the executable form (see executed_as), interleaved with the baseline; energy " + _energy_source(entries),
         style="dim",
     )
+
+
+def _energy_source(entries: list) -> str:
+    sources = {e.trial.user_attrs.get("provenance", {}).get("energy_mj", {}).get("source") for e in entries}
+    return "measured (hardware counter)" if sources == {"measured"} else "estimated by horowitz-isscc2014-45nm/v1"
 
 
 @app.command()
@@ -221,21 +269,144 @@ def launch(
 ) -> None:
     """Create or resume the study a spec describes and run it to its trial budget.
 
+    Ctrl-C stops after marking the running trial failed; the same command resumes.
+
     Example: tradeoff launch my-study.toml --trials 40
     """
     _guard(lambda: _run(load_spec(spec), storage, trials))
 
 
 @app.command()
-def pareto(
-    study: Annotated[str, typer.Argument(help="Study name.")],
-    storage: StorageOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the front as JSON.")] = False,
-    weights: WeightsOpt = None,
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the spec.")] = Path("tradeoff.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
+    """Write a commented starter spec (the demo's, renamed) to edit and launch.
+
+    Example: tradeoff init my-study.toml && tradeoff launch my-study.toml
+    """
+
+    def body() -> None:
+        if path.exists() and not force:
+            raise SpecError(f"{path} exists; choose another path or pass --force to overwrite it.")
+        name = path.stem if path.stem not in ("", ".") else "my-study"
+        text = demo_spec_text().replace('name = "digits-demo"', f'name = "{name}"', 1)
+        path.write_text(text, encoding="utf-8")
+        out.print(f"wrote {path}: edit [task], [space.*], [objectives], then `tradeoff launch {path}`")
+
+    _guard(body)
+
+
+# ---------------------------------------------------------------------------------- read
+
+
+@app.command("ls")
+def ls_cmd(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
+    """List the studies in the storage with their progress.
+
+    Example: tradeoff ls --json
+    """
+
+    def body() -> None:
+        url = resolve_storage_url(storage)
+        store = open_storage(url, must_exist=True)
+        rows = []
+        for summary in optuna.get_all_study_summaries(store, include_best_trial=False):
+            study = optuna.load_study(study_name=summary.study_name, storage=store)
+            try:
+                spec: Spec | None = study_spec(study)
+            except ResultsError:
+                spec = None  # an Optuna study tradeoff did not create
+            counts = _counts(study)
+            rows.append(
+                {
+                    "study": summary.study_name,
+                    "task": spec.task.name if spec else None,
+                    "complete": counts["complete"],
+                    "failed": counts["fail"],
+                    "running": counts["running"],
+                    "budget": spec.study.n_trials if spec else None,
+                    "front": len(study.best_trials) if counts["complete"] else 0,
+                    "hypervolume": _hypervolume_or_none(study) if spec else None,
+                }
+            )
+        if as_json:
+            _json(rows)
+            return
+        if not rows:
+            out.print(f"no studies in {url}")
+            return
+        table = Table(title=f"studies in {url}", box=box.SIMPLE_HEAD)
+        for col in ("study", "task", "done", "failed", "front", "hypervolume"):
+            table.add_column(col, justify="left" if col in ("study", "task") else "right")
+        for r in rows:
+            hv = f"{r['hypervolume']:.4f}" if r["hypervolume"] is not None else "-"
+            done = f"{r['complete']}/{r['budget']}" if r["budget"] else str(r["complete"])
+            table.add_row(r["study"], r["task"] or "-", done, str(r["failed"]), str(r["front"]), hv)
+        out.print(table)
+
+    _guard(body)
+
+
+@app.command()
+def show(study: StudyArg, storage: StorageOpt = None, as_json: JsonOpt = False, weights: WeightsOpt = None) -> None:
+    """Show a study: its spec, budget, progress, best so far and hypervolume.
+
+    Example: tradeoff show digits-demo
+    """
+
+    def body() -> None:
+        s = load_study(study, resolve_storage_url(storage))
+        spec = study_spec(s)
+        w = _parse_weights(weights, s)
+        counts = _counts(s)
+        front = ranked_front(s, w) if counts["complete"] else []
+        data = {
+            "study": s.study_name,
+            "task": spec.task.name,
+            "objectives": list(objective_names_of(s)),
+            "weights": (w or spec.weights()).as_dict(),
+            "constraints": {k: v for k, v in spec.constraints.model_dump().items() if v is not None},
+            "sampler": spec.study.sampler,
+            "seed": spec.study.seed,
+            "budget": spec.study.n_trials,
+            "trials": counts,
+            "front_size": len(front),
+            "hypervolume": _hypervolume_or_none(s),
+            "best_cost": front[0].as_json() if front else None,
+            "knee": pick(s, "knee", w).as_json() if front else None,
+            "spec": spec.to_dict(),
+        }
+        if as_json:
+            _json(data)
+            return
+        out.print(
+            f"[bold]{s.study_name}[/] · task {spec.task.name} · sampler {spec.study.sampler} · seed {spec.study.seed}"
+        )
+        out.print(
+            f"trials: {counts['complete']} complete, {counts['fail']} failed, {counts['running']} running "
+            f"of a budget of {spec.study.n_trials}"
+        )
+        out.print(f"objectives: {', '.join(data['objectives'])} · weights {data['weights']}")
+        if data["constraints"]:
+            out.print(f"constraints: {data['constraints']}")
+        hv = data["hypervolume"]
+        out.print(
+            f"front: {len(front)} feasible trials · hypervolume {hv:.4f}" if hv is not None else "front: none yet"
+        )
+        for label, key in (("lowest cost", "best_cost"), ("knee", "knee")):
+            if data[key]:
+                e = data[key]
+                out.print(f"{label}: trial {e['trial']} · {_fmt_values(e['values'])} · cost {e['cost']:.3f}")
+
+    _guard(body)
+
+
+@app.command()
+def pareto(study: StudyArg, storage: StorageOpt = None, as_json: JsonOpt = False, weights: WeightsOpt = None) -> None:
     """Show the feasible Pareto front, ranked by weighted cost.
 
-    Example: tradeoff pareto digits-demo --json
+    Example: tradeoff pareto digits-demo --weights accuracy=1 --json
     """
 
     def body() -> None:
@@ -245,9 +416,12 @@ def pareto(
     _guard(body)
 
 
+# ---------------------------------------------------------------------------------- export / apply
+
+
 @app.command("export")
 def export_cmd(
-    study: Annotated[str, typer.Argument(help="Study name.")],
+    study: StudyArg,
     pick_rule: Annotated[str, typer.Option("--pick", help="knee, cost, or a trial number.")] = "knee",
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Bundle folder (default tradeoff-export/STUDY).")
@@ -255,7 +429,9 @@ def export_cmd(
     storage: StorageOpt = None,
     weights: WeightsOpt = None,
 ) -> None:
-    """Write the chosen config and its provenance to DIR/config.json.
+    """Write the chosen config, the compressed model and a report to a bundle folder.
+
+    The model is rebuilt from the trial's recipe and seed and checked against the trial's figures.
 
     Example: tradeoff export digits-demo --pick knee --out ./best
     """
@@ -267,8 +443,52 @@ def export_cmd(
         w = _parse_weights(weights, s)
         path = export_bundle(s, out_dir or Path("tradeoff-export") / study, rule=pick_rule, weights=w)
         cfg = json.loads(path.read_text())
-        out.print(f"exported trial {cfg['trial']} ({pick_rule}) of {study} to {path}")
+        out.print(f"exported trial {cfg['trial']} ({pick_rule}) of {study} to {path.parent}/")
         out.print(_fmt_values(cfg["values"]) + f" · cost {cfg['cost']:.3f}")
+        out.print(f"files: {', '.join(cfg.get('files', {}).values()) or 'config.json'}")
+
+    _guard(body)
+
+
+@app.command()
+def apply(
+    config: Annotated[Path, typer.Argument(help="An exported config.json.")],
+    task: Annotated[str | None, typer.Option("--task", help="Task to apply it to (default: the config's).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the model as a torch.export program.")] = None,
+) -> None:
+    """Re-apply an exported config to a task's model and check it matches what was exported.
+
+    Exits 1 when a figure is outside its tolerance.
+
+    Example: tradeoff apply best/config.json --task digits --out model.pt2
+    """
+
+    def body() -> None:
+        try:
+            cfg = load_config(config)
+        except ExportError as exc:
+            raise SpecError(str(exc)) from None
+        rebuilt, rows = apply_config(cfg, task_name=task)
+        table = Table(title=f"{config}: exported vs re-applied", box=box.SIMPLE_HEAD)
+        for col in ("figure", "exported", "re-applied", "tolerance", "ok"):
+            table.add_column(col, justify="right")
+        for r in rows:
+            table.add_row(
+                r["figure"],
+                f"{r['exported']:.6g}",
+                f"{r['rebuilt']:.6g}",
+                f"{r['tolerance']:g}",
+                "yes" if r["ok"] else "NO",
+            )
+        out.print(table)
+        if out_file is not None:
+            import torch
+
+            torch.export.save(export_program(rebuilt.compressed.scored, rebuilt.example_inputs), out_file)
+            out.print(f"wrote {out_file}")
+        bad = [r["figure"] for r in rows if not r["ok"]]
+        if bad:
+            raise ExportError(f"re-applied model differs from the export in {', '.join(bad)} (beyond tolerance).")
 
     _guard(body)
 

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from tradeoff.objectives import DIRECTIONS
 from tradeoff.studies import TrialRecord, load_task, open_storage, record
-from tradeoff.studies.results import ResultsError, baseline_trial
+from tradeoff.studies.results import ResultsError, baseline_trial, study_hypervolume
 from tradeoff.studies.spec import Spec
 from tradeoff.studies.storage import sqlite_path
 from tradeoff.studies.tasks import weights_sha256
@@ -68,6 +68,7 @@ class TrialEvent:
     done: int
     total: int
     front_size: int
+    hypervolume: float | None = None
     error: str | None = None
 
 
@@ -182,6 +183,7 @@ class Runner:
                 done=sum(map(_counted, trials)),
                 total=self.n_trials,
                 front_size=len(study.best_trials),
+                hypervolume=study_hypervolume(study) if not baseline else 0.0,
                 error=error,
             )
         )

@@ -1,84 +1,140 @@
-"""The `tradeoff` command end to end, through the installed console script."""
+"""The `tradeoff` command end to end: through the installed console script and Typer's runner."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
+from typer.testing import CliRunner
+
+from tradeoff.search.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 EXE = shutil.which("tradeoff") or "tradeoff"
 CONFIG_FIELDS = (
-    "format",
-    "study",
-    "trial",
-    "task",
-    "recipe",
-    "values",
-    "baseline",
-    "cost",
-    "weights",
-    "provenance",
-    "versions",
+    "format", "study", "trial", "task", "recipe", "seed", "values", "baseline", "cost", "weights",
+    "pick", "provenance", "spec", "versions",
+)  # fmt: skip
+USER_SPEC = (
+    '[study]\nname = "{name}"\nn_trials = {n}\n[task]\nname = "tests.studies.user_task:make_task"\n'
+    "[space.distillation]\nsteps = 5\n"
 )
 
 
+def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "TRADEOFF_STORAGE"}
+    env.update({"PYTHONPATH": str(ROOT), **(extra or {})})
+    return env
+
+
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if k != "TRADEOFF_STORAGE"}
-    full_env.update({"PYTHONPATH": str(ROOT), **(env or {})})
     return subprocess.run(
-        [EXE, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        [EXE, *args],
+        cwd=cwd,
+        env=env_for(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
-@pytest.mark.slow
-def test_demo_search_then_pareto_and_export(tmp_path: Path) -> None:
-    done = run("demo", "--trials", "6", cwd=tmp_path)
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    """A 6-trial demo search, run once through the console script, shared by the read tests."""
+    cwd = tmp_path_factory.mktemp("demo")
+    done = run("demo", "--trials", "6", cwd=cwd)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "tradeoff.db").exists()  # the embedded default, in the working directory
     assert "Pareto front of digits-demo" in done.stdout
+    assert "trial 5 complete (6/6)" in done.stderr  # one progress line per trial when not a terminal
+    return cwd
 
-    shown = run("pareto", "digits-demo", "--json", cwd=tmp_path)
+
+def test_demo_writes_the_embedded_default_storage(demo_dir: Path) -> None:
+    assert (demo_dir / "tradeoff.db").exists()
+    study = optuna.load_study(study_name="digits-demo", storage=f"sqlite:///{demo_dir / 'tradeoff.db'}")
+    assert len(study.trials) == 6
+
+
+def test_pareto_json_holds_a_trial_smaller_than_the_baseline(demo_dir: Path) -> None:
+    shown = run("pareto", "digits-demo", "--json", cwd=demo_dir)
     assert shown.returncode == 0, shown.stderr
     front = json.loads(shown.stdout)
     assert front, "the front is empty"
     for entry in front:
         assert {"trial", "params", "values", "cost"} <= set(entry)
         assert set(entry["values"]) == {"accuracy", "size_bytes", "latency_ms", "energy_mj"}
-    baseline_size = next((e["values"]["size_bytes"] for e in front if e["role"] == "baseline"), None)
-    if baseline_size is None:  # the baseline may be dominated; read it from the export instead
-        baseline_size = json.loads(
-            (run("export", "digits-demo", "--out", "b", cwd=tmp_path), (tmp_path / "b" / "config.json").read_text())[1]
-        )["baseline"]["size_bytes"]
-    assert any(e["values"]["size_bytes"] < baseline_size for e in front)
+    study = optuna.load_study(study_name="digits-demo", storage=f"sqlite:///{demo_dir / 'tradeoff.db'}")
+    baseline = study.trials[0]
+    assert baseline.user_attrs["role"] == "baseline"
+    assert any(e["values"]["size_bytes"] < baseline.values[1] for e in front)
 
-    exported = run("export", "digits-demo", "--pick", "knee", "--out", "best", cwd=tmp_path)
+
+def test_export_bundle_and_apply_round_trip(demo_dir: Path) -> None:
+    exported = run("export", "digits-demo", "--pick", "knee", "--out", "best", cwd=demo_dir)
     assert exported.returncode == 0, exported.stderr
-    cfg = json.loads((tmp_path / "best" / "config.json").read_text())
+    cfg = json.loads((demo_dir / "best" / "config.json").read_text())
     for field in CONFIG_FIELDS:
         assert field in cfg, field
-    assert cfg["format"] == "tradeoff.config/1" and cfg["study"] == "digits-demo"
-    assert cfg["trial"] in {e["trial"] for e in front}
+    assert cfg["format"] == "tradeoff.config/1" and cfg["study"] == "digits-demo" and cfg["pick"] == "knee"
     for name in ("accuracy", "size_bytes", "latency_ms", "energy_mj"):
         assert cfg["provenance"][name]["source"] in ("measured", "estimated")
-    assert cfg["provenance"]["energy_mj"]["source"] == "estimated"
+    assert (demo_dir / "best" / "model.pt2").exists() and (demo_dir / "best" / "report.html").exists()
 
-    by_cost = run(
-        "export", "digits-demo", "--pick", "cost", "--out", "cheap", "--weights", "size_bytes=1", cwd=tmp_path
-    )
-    assert by_cost.returncode == 0, by_cost.stderr
-    cheap = json.loads((tmp_path / "cheap" / "config.json").read_text())
-    assert cheap["weights"]["size_bytes"] == 1.0
-    assert cheap["values"]["size_bytes"] == min(e["values"]["size_bytes"] for e in front)
+    applied = run("apply", "best/config.json", "--task", "digits", "--out", "again.pt2", cwd=demo_dir)
+    assert applied.returncode == 0, applied.stderr
+    assert "accuracy" in applied.stdout and "NO" not in applied.stdout
+    assert (demo_dir / "again.pt2").exists()
 
-    again = run("demo", "--trials", "6", cwd=tmp_path)  # resumes: nothing left to run
-    assert again.returncode == 0
-    assert len(json.loads(run("pareto", "digits-demo", "--json", cwd=tmp_path).stdout)) == len(front)
+
+def test_export_by_cost_with_weights_from_the_command_line(demo_dir: Path) -> None:
+    done = run("export", "digits-demo", "--pick", "cost", "--out", "small", "--weights", "size_bytes=1", cwd=demo_dir)
+    assert done.returncode == 0, done.stderr
+    cfg = json.loads((demo_dir / "small" / "config.json").read_text())
+    front = json.loads(run("pareto", "digits-demo", "--json", cwd=demo_dir).stdout)
+    assert cfg["weights"]["size_bytes"] == 1.0
+    assert cfg["values"]["size_bytes"] == min(e["values"]["size_bytes"] for e in front)
+
+
+def test_read_commands_through_typers_runner(demo_dir: Path, monkeypatch) -> None:
+    monkeypatch.chdir(demo_dir)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["ls", "--json"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.stdout)
+    assert row["study"] == "digits-demo" and row["complete"] == 6 and row["budget"] == 30 and row["hypervolume"] >= 0
+    shown = runner.invoke(app, ["show", "digits-demo", "--json"])
+    data = json.loads(shown.stdout)
+    assert data["trials"]["complete"] == 6 and data["knee"]["trial"] >= 0 and data["objectives"][1] == "size_bytes"
+    assert runner.invoke(app, ["show", "digits-demo"]).exit_code == 0
+    assert "digits-demo" in runner.invoke(app, ["ls"]).stdout
+    bad = runner.invoke(app, ["pareto", "digits-demo", "--weights", "speed=1"])
+    assert bad.exit_code == 2 and "NAME one of accuracy, size_bytes" in bad.output
+
+
+def test_relaunching_the_demo_resumes_and_runs_nothing_more(demo_dir: Path) -> None:
+    again = run("demo", "--trials", "6", cwd=demo_dir)
+    assert again.returncode == 0 and "trial " not in again.stderr.replace("trials", "")
+
+
+def test_init_writes_a_spec_that_launches(tmp_path: Path) -> None:
+    runner = CliRunner()
+    path = tmp_path / "mine.toml"
+    assert runner.invoke(app, ["init", str(path)]).exit_code == 0
+    assert 'name = "mine"' in path.read_text() and "# " in path.read_text()  # commented
+    again = runner.invoke(app, ["init", str(path)])
+    assert again.exit_code == 2 and "--force" in again.output
+    assert runner.invoke(app, ["init", str(path), "--force"]).exit_code == 0
+    from tradeoff.studies import load_spec
+
+    assert load_spec(path).study.name == "mine"
 
 
 BAD_SPECS = {
@@ -104,14 +160,19 @@ def test_bad_specs_exit_2_name_the_problem_and_leave_no_study(case: str, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
 
 
-def test_usage_errors_exit_2(tmp_path: Path) -> None:
+def test_usage_errors_exit_2_and_create_nothing(tmp_path: Path) -> None:
     assert run("launch", cwd=tmp_path).returncode == 2  # missing argument
     assert run("demo", "--trials", "0", cwd=tmp_path).returncode == 2
     bad_storage = run("demo", "--storage", "tradeoff.db", cwd=tmp_path)
     assert bad_storage.returncode == 2 and "not a database URL" in bad_storage.stderr
-    missing = run("pareto", "nothing-here", cwd=tmp_path)
-    assert missing.returncode == 2 and "tradeoff launch" in missing.stderr
-    assert not (tmp_path / "tradeoff.db").exists()
+    for cmd in (["pareto", "nothing-here"], ["show", "nothing-here"], ["ls"], ["export", "nothing-here"]):
+        missing = run(*cmd, cwd=tmp_path)
+        assert missing.returncode == 2 and "tradeoff launch" in missing.stderr, cmd
+    assert run("export", "x", "--pick", "best", cwd=tmp_path).returncode == 2
+    not_config = tmp_path / "c.json"
+    not_config.write_text("{}")
+    assert run("apply", str(not_config), cwd=tmp_path).returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]
 
 
 def test_a_runtime_failure_exits_1_with_a_message_and_a_traceback_only_with_debug(tmp_path: Path) -> None:
@@ -123,22 +184,45 @@ def test_a_runtime_failure_exits_1_with_a_message_and_a_traceback_only_with_debu
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
+def test_ctrl_c_during_launch_leaves_a_resumable_study(tmp_path: Path) -> None:
+    (tmp_path / "spec.toml").write_text(USER_SPEC.format(name="stop", n=6))
+    proc = subprocess.Popen(
+        [EXE, "launch", "spec.toml"], cwd=tmp_path, env=env_for(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    seen = []
+    for line in proc.stderr:  # progress lines arrive as trials finish; interrupt after the second
+        seen.append(line)
+        if line.startswith("trial 1 "):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "run the same command again to resume" in rest
+    url = f"sqlite:///{tmp_path / 'tradeoff.db'}"
+    trials = optuna.load_study(study_name="stop", storage=url).trials
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert all(t.user_attrs.get("error", "").startswith("interrupted") for t in trials if t.state.name == "FAIL")
+    resumed = run("launch", "spec.toml", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    complete = [t for t in optuna.load_study(study_name="stop", storage=url).trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 6
+
+
 def test_storage_from_the_environment(tmp_path: Path) -> None:
-    (tmp_path / "spec.toml").write_text(
-        '[study]\nname = "env"\nn_trials = 2\n[task]\nname = "tests.studies.user_task:make_task"\n'
-        "[space.distillation]\nsteps = 5\n"
-    )
+    (tmp_path / "spec.toml").write_text(USER_SPEC.format(name="env", n=2))
     done = run("launch", "spec.toml", cwd=tmp_path, env={"TRADEOFF_STORAGE": f"sqlite:///{tmp_path / 'env.db'}"})
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "env.db").exists() and not (tmp_path / "tradeoff.db").exists()
 
 
-def test_help_of_every_command_has_an_example(tmp_path: Path) -> None:
-    for cmd in ("demo", "launch", "pareto", "export"):
-        done = run(cmd, "--help", cwd=tmp_path)
-        assert done.returncode == 0 and "Example: tradeoff " + cmd in " ".join(done.stdout.split())
+def test_help_of_every_command_has_an_example() -> None:
+    runner = CliRunner()
+    for cmd in ("demo", "launch", "init", "ls", "show", "pareto", "export", "apply"):
+        done = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"})
+        assert done.exit_code == 0 and f"Example: tradeoff {cmd}" in " ".join(done.stdout.split()), cmd
 
 
-def test_module_entry_point(tmp_path: Path) -> None:
+def test_module_entry_point() -> None:
     done = subprocess.run([sys.executable, "-m", "tradeoff.search.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "demo" in done.stdout
