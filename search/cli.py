@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import optuna
+import torch
 import typer
 from optuna.trial import TrialState
 from rich import box
@@ -482,8 +483,6 @@ def apply(
             )
         out.print(table)
         if out_file is not None:
-            import torch
-
             torch.export.save(export_program(rebuilt.compressed.scored, rebuilt.example_inputs), out_file)
             out.print(f"wrote {out_file}")
         bad = [r["figure"] for r in rows if not r["ok"]]
