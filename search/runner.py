@@ -9,13 +9,14 @@ re-run resumes where it stopped.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
 
 from tradeoff.objectives import DIRECTIONS
+from tradeoff.spaces import RecipeSpace
 from tradeoff.studies import TrialRecord, load_task, open_storage, record
 from tradeoff.studies.results import ResultsError, baseline_trial, study_hypervolume
 from tradeoff.studies.spec import Spec
@@ -126,10 +127,6 @@ class Runner:
             study._storage.set_trial_user_attr(t._trial_id, record.ERROR, INTERRUPTED)
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
 
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, rec: TrialRecord) -> None:
-        rec.write(trial)
-        study.tell(trial, rec.value_list())
-
     def run(self) -> optuna.Study:
         """Build the task, open the study, record the baseline if needed, run until the budget is met."""
         task = load_task(self.spec.task.name, self.spec.task.kwargs)
@@ -143,48 +140,70 @@ class Runner:
         seed0 = self.spec.study.seed or 0
 
         try:
-            base = baseline_trial(study)
-            env = with_baseline(env, TrialRecord.read(base, env.names))
+            env = with_baseline(env, TrialRecord.read(baseline_trial(study), env.names))
         except ResultsError:  # no baseline yet: trial 0 (or the first trial after an interrupted one)
-            env = self._run_one(study, env, lambda trial: space.identity(), seed0, baseline=True)
+            env = self._run_baseline(study, env, space, seed0)
 
         while (done := sum(map(_counted, study.get_trials(deepcopy=False)))) < self.n_trials:
-            env = self._run_one(study, env, space.sample, seed0 + done, baseline=False)
+            self._run_one(study, env, space, seed0 + done)
         return study
 
-    def _run_one(self, study: optuna.Study, env: TrialEnv, sample, seed: int, *, baseline: bool) -> TrialEnv:
+    def _run_baseline(self, study: optuna.Study, env: TrialEnv, space: RecipeSpace, seed: int) -> TrialEnv:
+        """Measure the uncompressed model and add it as a finished trial.
+
+        It is added whole (``study.add_trial``) rather than asked of the sampler: nothing is sampled,
+        and its parameters are the identity recipe's where they lie in the space, so samplers that
+        model the intersection of all trials' parameters (GP) keep those knobs.
+        """
+        rec = evaluate_recipe(space.identity(), env, seed=seed)
+        params = space.identity_params()
+        distributions = space.distributions()
+        trial = optuna.trial.create_trial(
+            params=params,
+            distributions={name: distributions[name] for name in params},
+            values=rec.value_list(),
+        )
+        rec.write(trial)
+        study.add_trial(trial)
+        self._emit(study, study.get_trials(deepcopy=False)[-1].number, rec.values, hypervolume=0.0)
+        return with_baseline(env, rec)
+
+    def _run_one(self, study: optuna.Study, env: TrialEnv, space: RecipeSpace, seed: int) -> None:
         trial = study.ask()
-        error = None
         try:
-            recipe = sample(trial)
-            rec = evaluate_recipe(recipe, env, seed=seed)
-            self._tell(study, trial, rec)
-            if baseline:
-                env = with_baseline(env, rec)
-            values = dict(rec.values)
+            rec = evaluate_recipe(space.sample(trial), env, seed=seed)
         except KeyboardInterrupt:
             trial.set_user_attr(record.ERROR, INTERRUPTED)
             study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:  # a recipe the model cannot take: the trial fails, the study goes on
-            if baseline:
-                study.tell(trial, state=TrialState.FAIL)
-                raise
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             trial.set_user_attr(record.ERROR, error)
             study.tell(trial, state=TrialState.FAIL)
-            values = None
-        trials = study.get_trials(deepcopy=False)
+            self._emit(study, trial.number, None, error=error)
+            return
+        rec.write(trial)
+        study.tell(trial, rec.value_list())
+        self._emit(study, trial.number, rec.values)
+
+    def _emit(
+        self,
+        study: optuna.Study,
+        number: int,
+        values: Mapping[str, float] | None,
+        *,
+        error: str | None = None,
+        hypervolume: float | None = None,
+    ) -> None:
         self.on_event(
             TrialEvent(
-                number=trial.number,
+                number=number,
                 state="COMPLETE" if error is None else "FAIL",
-                values=values,
-                done=sum(map(_counted, trials)),
+                values=dict(values) if values is not None else None,
+                done=sum(map(_counted, study.get_trials(deepcopy=False))),
                 total=self.n_trials,
                 front_size=len(study.best_trials),
-                hypervolume=study_hypervolume(study) if not baseline else 0.0,
+                hypervolume=study_hypervolume(study) if hypervolume is None else hypervolume,
                 error=error,
             )
         )
-        return env

@@ -83,8 +83,33 @@ class Config(abc.ABC):
         return cls(**data)
 
 
+class _Recorder:
+    """Stands in for a trial to learn which knobs ``sample`` asks for, and their distributions."""
+
+    def __init__(self) -> None:
+        self.distributions: dict[str, optuna.distributions.BaseDistribution] = {}
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        self.distributions[name] = optuna.distributions.FloatDistribution(low, high, step=step, log=log)
+        return low
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        self.distributions[name] = optuna.distributions.IntDistribution(low, high, step=step, log=log)
+        return low
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        self.distributions[name] = optuna.distributions.CategoricalDistribution(list(choices))
+        return choices[0]
+
+
 class Space(abc.ABC):
-    """Ranges for one technique's knobs and how a trial samples them."""
+    """Ranges for one technique's knobs and how a trial samples them.
+
+    Parameters are named ``<technique>.<config field>`` (``pruning.ratio``), so a config's values
+    and a trial's parameters map onto each other.
+    """
 
     @abc.abstractmethod
     def sample(self, trial: optuna.trial.BaseTrial) -> Config:
@@ -93,3 +118,27 @@ class Space(abc.ABC):
     @abc.abstractmethod
     def identity(self) -> Config:
         """The config that leaves the model as it is (the uncompressed baseline)."""
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The knobs :meth:`sample` asks a trial for, with their distributions."""
+        recorder = _Recorder()
+        self.sample(recorder)  # type: ignore[arg-type]
+        return recorder.distributions
+
+    def identity_params(self) -> dict[str, Any]:
+        """The identity config as trial parameters: each knob whose identity value lies in the space.
+
+        Recorded on the baseline trial so that samplers which model the intersection of all trials'
+        parameters (GP, CMA-ES) keep every knob the baseline can describe.
+        """
+        values = self.identity().to_dict()
+        out: dict[str, Any] = {}
+        for name, dist in self.distributions().items():
+            value = values.get(name.split(".", 1)[1])
+            try:
+                inside = dist._contains(dist.to_internal_repr(value))
+            except (ValueError, TypeError):
+                inside = False
+            if inside:
+                out[name] = value
+        return out

@@ -174,4 +174,6 @@ class DistillationSpace(Space):
         )
 
     def identity(self) -> DistillationConfig:
-        return DistillationConfig(steps=0)
+        # steps=0: nothing is fine-tuned; T and alpha are the range's low ends so the baseline's
+        # recorded parameters lie in the space (they have no effect without steps)
+        return DistillationConfig(temperature=self.temperature[0], alpha=self.alpha[0], steps=0, lr=self.lr)

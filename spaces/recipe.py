@@ -100,6 +100,22 @@ class RecipeSpace:
     def identity(self) -> Recipe:
         return Recipe(self.pruning.identity(), self.quantization.identity(), self.distillation.identity())
 
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Every knob a trial is asked for, with its distribution."""
+        return {
+            **self.pruning.distributions(),
+            **self.quantization.distributions(),
+            **self.distillation.distributions(),
+        }
+
+    def identity_params(self) -> dict[str, Any]:
+        """The identity recipe as trial parameters, for the knobs whose identity value is in the space."""
+        return {
+            **self.pruning.identity_params(),
+            **self.quantization.identity_params(),
+            **self.distillation.identity_params(),
+        }
+
 
 @dataclass
 class Compressed:

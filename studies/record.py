@@ -94,8 +94,9 @@ class TrialRecord:
             STOPPED: self.stopped,
         }
 
-    def write(self, trial: optuna.Trial) -> None:
-        """Store the record's user attributes and constraints on a running trial."""
+    def write(self, trial: optuna.Trial | optuna.trial.FrozenTrial) -> None:
+        """Store the record's user attributes and constraints on a running trial (or on a frozen
+        trial about to be added with ``study.add_trial``)."""
         for key, value in self.user_attrs().items():
             trial.set_user_attr(key, value)
         for name, value in self.constraints.items():

@@ -32,7 +32,7 @@ def test_trial_zero_is_the_baseline_and_every_figure_is_stored(url: str) -> None
     study = Runner(_spec(), url, on_event=events.append).run()
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
-    assert trials[0].user_attrs[record.ROLE] == "baseline" and trials[0].params == {}
+    assert trials[0].user_attrs[record.ROLE] == "baseline" and trials[0].params["pruning.ratio"] == 0.0
     assert all(t.user_attrs[record.ROLE] == "candidate" for t in trials[1:])
     assert set(trials[1].params) >= {"pruning.ratio", "quantization.weight_bits", "distillation.alpha"}
     assert study.metric_names == ["accuracy", "size_bytes", "latency_ms", "energy_mj"]
@@ -134,3 +134,36 @@ def test_the_spec_chooses_the_complexity_objective(url: str) -> None:
     from tradeoff.studies import ranked_front
 
     assert all("bops" in e.values for e in ranked_front(study))
+
+
+def test_the_baseline_describes_itself_in_the_samplers_space(url: str) -> None:
+    study = Runner(_spec(), url).run()
+    base = study.trials[0]
+    assert base.params == {
+        "pruning.ratio": 0.0,
+        "quantization.weight_bits": 32,
+        "distillation.temperature": 1.0,
+        "distillation.alpha": 0.0,
+    }
+    recipe = base.user_attrs[record.RECIPE]
+    assert recipe["distillation"]["steps"] == 0 and recipe["pruning"]["ratio"] == 0.0  # nothing was tuned
+    # GP models the parameters every trial shares: the baseline must not empty that set
+    shared = optuna.search_space.intersection_search_space(study.get_trials(states=(TrialState.COMPLETE,)))
+    assert {"pruning.ratio", "quantization.weight_bits", "distillation.alpha"} <= set(shared)
+
+
+def test_a_space_without_the_identity_leaves_those_knobs_off_the_baseline(url: str) -> None:
+    spec = parse_spec(
+        {
+            "study": {"name": "narrow", "n_trials": 2},
+            "task": {"name": USER_TASK},
+            "space": {
+                "pruning": {"ratio": [0.2, 0.6]},
+                "quantization": {"weight_bits": [4, 8]},
+                "distillation": {"steps": 5},
+            },
+        }
+    )
+    base = Runner(spec, url).run().trials[0]
+    assert "pruning.ratio" not in base.params and "quantization.weight_bits" not in base.params
+    assert base.user_attrs[record.RECIPE]["quantization"]["weight_bits"] == 32  # still the uncompressed model
