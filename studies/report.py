@@ -51,7 +51,8 @@ def front_figure(study: optuna.Study, front: list[FrontEntry], chosen: FrontEntr
         title=f"{study.study_name}: trial {chosen.trial.number} on the front of {len(done)} completed trials",
         height=820,
         width=980,
-        legend={"orientation": "h"},
+        legend={"orientation": "h", "x": 0, "y": 1.06},
+        margin={"b": 110},
     )
     return fig
 
@@ -59,5 +60,5 @@ def front_figure(study: optuna.Study, front: list[FrontEntry], chosen: FrontEntr
 def write_report(study: optuna.Study, front: list[FrontEntry], chosen: FrontEntry, path: Path, note: str) -> None:
     """Write the page; ``note`` says how the figures were obtained."""
     fig = front_figure(study, front, chosen)
-    fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.08, showarrow=False, align="left")
+    fig.add_annotation(text=note, xref="paper", yref="paper", x=0, y=-0.12, showarrow=False, align="left")
     fig.write_html(path, include_plotlyjs=True, full_html=True)  # self-contained: plotly.js inlined
