@@ -67,6 +67,11 @@ def relative_halfwidth(med: float, low: float, high: float) -> float:
     return (high - low) / 2 / abs(med)
 
 
+def _finite(x: float) -> float | None:
+    """``None`` for an unbounded interval end: stored figures stay strict JSON."""
+    return float(x) if np.isfinite(x) else None
+
+
 def _device_of(inputs: tuple[Any, ...]) -> torch.device:
     first = next((x for x in inputs if isinstance(x, torch.Tensor)), None)
     return first.device if first is not None else torch.device("cpu")
@@ -153,17 +158,17 @@ def measure_latency(
                 if relative_halfwidth(*median_ci(tracked)) <= ci_bound:
                     converged = True
                     break
-            if time.perf_counter() - start >= max_time:
-                break
+            if len(cand_s) >= min_rounds and time.perf_counter() - start >= max_time:
+                break  # the cap never cuts below min_rounds
 
     med, low, high = median_ci(cand_s)
     q1, q3 = np.percentile(cand_s, [25, 75])
     out: dict[str, Any] = {
         "median_ms": med * 1e3,
         "iqr_ms": float(q3 - q1) * 1e3,
-        "ci_low_ms": low * 1e3,
-        "ci_high_ms": high * 1e3,
-        "ci_halfwidth": relative_halfwidth(med, low, high),
+        "ci_low_ms": _finite(low * 1e3),
+        "ci_high_ms": _finite(high * 1e3),
+        "ci_halfwidth": _finite(relative_halfwidth(med, low, high)),
         "converged": converged,
         "rounds": len(cand_s),
         "repeats": cand.calls,
@@ -176,9 +181,9 @@ def measure_latency(
         out.update(
             reference_ms=statistics.median(ref_s) * 1e3,
             ratio=rmed,
-            ratio_ci_low=rlow,
-            ratio_ci_high=rhigh,
-            ci_halfwidth=relative_halfwidth(rmed, rlow, rhigh),
+            ratio_ci_low=_finite(rlow),
+            ratio_ci_high=_finite(rhigh),
+            ci_halfwidth=_finite(relative_halfwidth(rmed, rlow, rhigh)),
         )
     return out
 

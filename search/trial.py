@@ -43,7 +43,6 @@ class TrialEnv:
     constraints: Constraints
     threads: int
     device: str
-    seed: int | None
     objectives: list[Objective]
     baseline: dict[str, float] | None = None
 
@@ -62,7 +61,6 @@ class TrialEnv:
             constraints=spec.constraints_(),
             threads=spec.target.threads,
             device=spec.target.device,
-            seed=spec.study.seed,
             objectives=default_objectives(complexity=spec.objectives.complexity, energy_source=spec.target.energy),
         )
 

@@ -111,3 +111,13 @@ def test_measuring_on_cuda_leaves_the_callers_models_on_the_cpu() -> None:
     ctx = EvalContext(example_inputs=X, reference=SMALL, reference_latency_ms=1.0, device="cuda")
     LatencyMs().measure(BIG, ctx)
     assert next(BIG.parameters()).device.type == "cpu" and next(SMALL.parameters()).device.type == "cpu"
+
+
+def test_unbounded_intervals_are_stored_as_null_not_infinity(monkeypatch) -> None:
+    monkeypatch.setattr(latency_module, "_Block", FakeBlock)
+    SCRIPT.update(cand=[1e-3, 2e-3], ref=[1e-3])
+    r = measure_latency(SMALL, X, reference=BIG, min_rounds=2, max_time=0.0)  # 2 rounds: no 95 % CI yet
+    assert r["rounds"] == 2 and r["ci_halfwidth"] is None and r["ratio_ci_low"] is None
+    import json
+
+    json.dumps(r, allow_nan=False)  # strict JSON
