@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -89,7 +90,58 @@ def validate_task(task: Any, source: str) -> Task:
         if not isinstance(getattr(task, name), Iterable):
             raise TaskError(f"task {source!r}: {name} must be an iterable of (inputs, targets) batches.")
     task.model.eval()
+    _check_devices(task, source)
+    _check_first_val_batch(task, source)
     return task
+
+
+def _check_devices(task: Task, source: str) -> None:
+    model_device = next((p.device for p in task.model.parameters()), None)
+    for x in task.example_inputs:
+        if model_device is not None and x.device != model_device:
+            raise TaskError(
+                f"task {source!r}: example_inputs are on {x.device} but the model's parameters are on "
+                f"{model_device}; return both on the same device (tradeoff moves copies to target.device itself)."
+            )
+
+
+def _check_first_val_batch(task: Task, source: str) -> None:
+    """Run the model and the metric on the first validation batch, naming what does not fit."""
+    batch = next(iter(task.val), None)
+    if batch is None:
+        raise TaskError(f"task {source!r}: val yielded no batches; accuracy needs held-out data.")
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TaskError(
+            f"task {source!r}: val must yield (inputs, targets) pairs; its first item is {type(batch).__name__}"
+            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+            + "."
+        )
+    inputs, targets = batch
+    if not isinstance(targets, torch.Tensor):
+        raise TaskError(f"task {source!r}: val targets must be a tensor, got {type(targets).__name__}.")
+    try:
+        with torch.no_grad():
+            outputs = task.model(*(tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)))
+    except Exception as exc:  # noqa: BLE001 - any failure here is the task's contract being broken
+        raise TaskError(
+            f"task {source!r}: the model fails on the first val batch: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(outputs, torch.Tensor):
+        raise TaskError(
+            f"task {source!r}: the model returned {type(outputs).__name__}; a tensor of outputs is expected."
+        )
+    if outputs.shape[0] != targets.shape[0]:
+        raise TaskError(
+            f"task {source!r}: val batch has {targets.shape[0]} targets but the model gave {outputs.shape[0]} outputs; "
+            "inputs and targets of a batch must have the same batch size."
+        )
+    value = task.metric(outputs, targets)
+    if isinstance(value, torch.Tensor):
+        raise TaskError(
+            f"task {source!r}: metric returned a tensor; it must return a Python float (call .item() on it)."
+        )
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TaskError(f"task {source!r}: metric returned {type(value).__name__}; it must return a float.")
 
 
 def at_batch_size(example_inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:
@@ -253,20 +305,39 @@ def resolve_task(name: str) -> TaskFactory:
     """The factory for a built-in task name or a ``"package.module:function"`` reference."""
     if name in BUILTIN_TASKS:
         return BUILTIN_TASKS[name]
-    module_name, sep, func_name = name.partition(":")
+    module_name, sep, func_name = name.rpartition(":")
     if not sep or not module_name or not func_name:
         raise TaskError(
-            f"unknown task {name!r}: expected a built-in task ({', '.join(sorted(BUILTIN_TASKS))}) "
-            "or 'package.module:function'."
+            f"unknown task {name!r}: expected a built-in task ({', '.join(sorted(BUILTIN_TASKS))}), "
+            "'package.module:function' or 'path/to/file.py:function'"
         )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise TaskError(f"task {name!r}: cannot import module {module_name!r} ({exc})") from None
+    if module_name.endswith(".py"):
+        module = _module_from_file(name, Path(module_name))
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise TaskError(f"task {name!r}: cannot import module {module_name!r} ({exc})") from None
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise TaskError(f"task {name!r}: module {module_name!r} has no function {func_name!r}")
     return factory
+
+
+def _module_from_file(name: str, path: Path) -> Any:
+    """Import a task file given by path (relative paths are to the working directory)."""
+    if not path.is_file():
+        raise TaskError(f"task {name!r}: no file {str(path)!r} (relative paths start at {Path.cwd()}).")
+    module_name = f"tradeoff_user_task_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise TaskError(f"task {name!r}: {str(path)!r} cannot be imported as Python.")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - report any error in the user's file as a task error
+        raise TaskError(f"task {name!r}: importing {str(path)!r} failed: {type(exc).__name__}: {exc}") from None
+    return module
 
 
 def check_task_arguments(name: str, kwargs: dict[str, Any]) -> TaskFactory:

@@ -58,3 +58,31 @@ def test_validate_task_names_the_bad_part() -> None:
         validate_task(Task("t", "model", good.train, good.val, good.example_inputs), "t")  # type: ignore[arg-type]
     with pytest.raises(TaskError, match=r"wrap a single tensor as \(x,\)"):
         validate_task(Task("t", good.model, good.train, good.val, good.example_inputs[0]), "t")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "factory,match",
+    [
+        ("val_not_pairs", r"val must yield \(inputs, targets\) pairs; its first item is Tensor"),
+        ("val_mismatched", "val batch has 29 targets but the model gave 32 outputs"),
+        ("metric_tensor", r"metric returned a tensor; it must return a Python float \(call .item\(\) on it\)"),
+        ("empty_val", "val yielded no batches"),
+        ("inputs_on_meta", "example_inputs are on meta but the model's parameters are on cpu"),
+    ],
+)
+def test_each_broken_contract_is_named(factory: str, match: str) -> None:
+    with pytest.raises(TaskError, match=match):
+        load_task(f"tests.studies.user_task:{factory}")
+
+
+def test_a_task_file_by_path(tmp_path, monkeypatch) -> None:
+    source = (__import__("pathlib").Path(__file__).parent / "user_task.py").read_text()
+    (tmp_path / "my_tasks.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    task = load_task("my_tasks.py:make_task", {"classes": 2})
+    assert task.name == "user-mlp" and task.model(task.example_inputs[0]).shape == (1, 2)
+    with pytest.raises(TaskError, match="no file 'missing.py'"):
+        resolve_task("missing.py:make_task")
+    (tmp_path / "broken.py").write_text("raise ValueError('bad file')\n")
+    with pytest.raises(TaskError, match="importing 'broken.py' failed: ValueError: bad file"):
+        resolve_task("broken.py:make_task")

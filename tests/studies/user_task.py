@@ -30,3 +30,33 @@ def not_a_task() -> str:
 
 def broken(**kwargs: object) -> Task:
     raise RuntimeError("the user's data server is down")
+
+
+def _variant(**changes: object) -> Task:
+    import dataclasses
+
+    return dataclasses.replace(make_task(), **changes)
+
+
+def val_not_pairs() -> Task:
+    t = make_task()
+    return _variant(val=[x for x, _ in t.val])
+
+
+def val_mismatched() -> Task:
+    t = make_task()
+    x, y = t.val[0]
+    return _variant(val=[(x, y[:-3])])
+
+
+def metric_tensor() -> Task:
+    return _variant(metric=lambda out, y: (out.argmax(-1) == y).float().mean())
+
+
+def empty_val() -> Task:
+    return _variant(val=[])
+
+
+def inputs_on_meta() -> Task:
+    t = make_task()
+    return _variant(example_inputs=(t.example_inputs[0].to("meta"),))
