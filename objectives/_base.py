@@ -137,6 +137,17 @@ class EvalContext:
     reference_latency_ms: float | None = None
     threads: int = 1
     device: str = "cpu"
+    _profiles: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def profile(self, model: nn.Module) -> Any:
+        """The :class:`~tradeoff.objectives.complexity.ModelProfile` of ``model`` at this context's
+        widths, computed once per model (it costs a counted forward pass) and shared by objectives."""
+        from .complexity import profile  # complexity builds on this module
+
+        key = id(model)
+        if key not in self._profiles:
+            self._profiles[key] = profile(model, self.example_inputs, self.weight_bits, self.activation_bits)
+        return self._profiles[key]
 
 
 class Objective(abc.ABC):

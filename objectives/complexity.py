@@ -265,7 +265,7 @@ class Complexity(Objective):
         if self.name == "size_bytes":  # needs no forward pass
             value = size_bytes(model, ctx.weight_bits)
         else:
-            value = profile(model, ctx.example_inputs, ctx.weight_bits, ctx.activation_bits).figures()[self.name]
+            value = ctx.profile(model).figures()[self.name]
         return Measurement(float(value), self.unit, "estimated", _METHODS[self.name], {"model": "tradeoff.size/v1"})
 
 

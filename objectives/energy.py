@@ -50,7 +50,7 @@ from torch import nn
 
 from ._base import EvalContext, Measurement, Objective, as_args, describe_device, on_device
 from ._lock import measurement_lock
-from .complexity import ModelProfile, profile
+from .complexity import ModelProfile
 
 PJ_PER_MJ = 1e9
 
@@ -293,7 +293,7 @@ class EnergyMj(Objective):
         self.powercap_root = powercap_root
 
     def estimate(self, model: nn.Module, ctx: EvalContext) -> dict[str, float]:
-        return self.model.energy_pj(profile(model, ctx.example_inputs, ctx.weight_bits, ctx.activation_bits))
+        return self.model.energy_pj(ctx.profile(model))
 
     def measure(self, model: nn.Module, ctx: EvalContext) -> Measurement:
         parts = self.estimate(model, ctx)

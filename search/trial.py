@@ -20,7 +20,6 @@ from tradeoff.objectives import (
     constraint_values,
     default_objectives,
     describe_device,
-    profile,
 )
 from tradeoff.spaces import ApplyContext, Recipe, compress
 from tradeoff.studies import Task, TrialRecord
@@ -110,7 +109,7 @@ def evaluate_recipe(recipe: Recipe, env: TrialEnv, *, seed: int | None = None) -
     )
     measured = _measure_all(compressed.scored, ctx, env.objectives)
     values = {name: measured[name].value for name in env.names}
-    prof = profile(compressed.scored, env.example_inputs, compressed.weight_bits, compressed.activation_bits)
+    prof = ctx.profile(compressed.scored)  # shared with the energy and complexity objectives
     figures: dict[str, float] = {**prof.figures(), "accuracy": values["accuracy"]}
     lat, energy = measured["latency_ms"].details, measured["energy_mj"].details
     for key in ("median_ms", "iqr_ms", "ci_halfwidth", "rounds", "repeats", "ratio", "reference_ms"):

@@ -60,17 +60,22 @@ def test_a_different_spec_under_the_same_name_is_refused(url: str) -> None:
         Runner(_spec(seed=5), url).run()
 
 
-def test_a_failing_recipe_fails_its_trial_and_the_study_goes_on(url: str, monkeypatch) -> None:
+def _raise_on_second_trial(monkeypatch, exc: BaseException) -> None:
+    """Make the second evaluated recipe raise ``exc``; every other one runs for real."""
     real = runner_module.evaluate_recipe
     calls = {"n": 0}
 
-    def flaky(recipe, env, *, seed=None):
+    def evaluate(recipe, env, *, seed=None):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise RuntimeError("torch-pruning cannot trace this op")
+            raise exc
         return real(recipe, env, seed=seed)
 
-    monkeypatch.setattr(runner_module, "evaluate_recipe", flaky)
+    monkeypatch.setattr(runner_module, "evaluate_recipe", evaluate)
+
+
+def test_a_failing_recipe_fails_its_trial_and_the_study_goes_on(url: str, monkeypatch) -> None:
+    _raise_on_second_trial(monkeypatch, RuntimeError("torch-pruning cannot trace this op"))
     study = Runner(_spec(), url, n_trials=4).run()
     states = [t.state for t in study.get_trials()]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
@@ -79,15 +84,7 @@ def test_a_failing_recipe_fails_its_trial_and_the_study_goes_on(url: str, monkey
 
 def test_interrupted_trials_are_failed_and_redone(url: str, monkeypatch) -> None:
     real = runner_module.evaluate_recipe
-    calls = {"n": 0}
-
-    def interrupt_second(recipe, env, *, seed=None):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(recipe, env, seed=seed)
-
-    monkeypatch.setattr(runner_module, "evaluate_recipe", interrupt_second)
+    _raise_on_second_trial(monkeypatch, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         Runner(_spec(), url).run()
     study = optuna.load_study(study_name="s", storage=url)
