@@ -5,6 +5,13 @@ All figures here are *computed* from the model's structure (exact counts, not ti
 Size model (``size_bytes``, what a file of the deployable weights would hold):
   * a quantized layer's weight tensor at ``b`` bits packs to ``ceil(numel * b / 8)`` bytes, plus
     one fp32 scale per output channel (per-channel symmetric quantization has no zero-point);
+    at 16 bits it is a 16-bit float (2 bytes a weight, no scale);
+  * a conv or linear weight with zeros (unstructured pruning) is stored in whichever encoding is
+    smallest (:func:`weight_encoding`): dense; a *bitmask* (1 bit per weight, then the non-zero
+    values packed at ``b`` bits); or *CSR* over the ``(out_channels, rest)`` matrix (non-zero
+    values at ``b`` bits, a column index per value in 16 bits, or 32 when a row has more than
+    65,536 columns, and ``out_channels + 1`` int32 row pointers). Dense wins for dense tensors,
+    so zeros count only through an encoding a file really uses;
   * every other parameter and every floating-point buffer (BatchNorm statistics) at 4 bytes;
   * integer bookkeeping buffers (``num_batches_tracked``) are not needed at inference: 0 bytes.
 
@@ -77,6 +84,39 @@ class ModelProfile:
         }
 
 
+ENCODINGS = ("dense", "bitmask", "csr")
+ROW_POINTER_BYTES = 4  # int32 row pointers of CSR
+SMALL_INDEX_COLUMNS = 2**16  # up to this many columns a CSR column index fits in 16 bits
+
+
+def _values_bytes(n: int, bits: int) -> int:
+    return 4 * n if bits >= 32 else 2 * n if bits == 16 else math.ceil(n * bits / 8)
+
+
+def weight_encoding(weight: torch.Tensor, bits: int = 32) -> tuple[str, int]:
+    """The smallest encoding of a weight tensor's values at ``bits`` and its bytes (scales excluded).
+
+    Example:
+        >>> w = torch.zeros(4, 100); w[0, :3] = 1.0
+        >>> weight_encoding(w, 8)  # 3 values + 3 two-byte column indices + 5 row pointers
+        ('csr', 29)
+        >>> weight_encoding(torch.ones(4, 100), 8)
+        ('dense', 400)
+    """
+    numel = weight.numel()
+    nnz = int(torch.count_nonzero(weight).item())
+    rows = weight.shape[0] if weight.dim() > 1 else 1
+    cols = numel // max(rows, 1)
+    index_bytes = 2 if cols <= SMALL_INDEX_COLUMNS else 4
+    options = {
+        "dense": _values_bytes(numel, bits),
+        "bitmask": math.ceil(numel / 8) + _values_bytes(nnz, bits),
+        "csr": _values_bytes(nnz, bits) + index_bytes * nnz + ROW_POINTER_BYTES * (rows + 1),
+    }
+    best = min(ENCODINGS, key=lambda k: options[k])  # ties go to the simpler encoding (ENCODINGS order)
+    return best, options[best]
+
+
 def size_bytes(model: nn.Module, weight_bits: Mapping[str, int] | None = None) -> int:
     """Bytes of the model's weights at their bit-widths (see module docstring for the model).
 
@@ -91,8 +131,9 @@ def size_bytes(model: nn.Module, weight_bits: Mapping[str, int] | None = None) -
     for name, module in model.named_modules():
         bits = weight_bits.get(name, 32)
         for pname, param in module.named_parameters(recurse=False):
-            if pname == "weight" and bits < 32 and isinstance(module, WEIGHT_LAYERS):
-                total += math.ceil(param.numel() * bits / 8) + SCALE_BYTES * param.shape[0]
+            if pname == "weight" and isinstance(module, WEIGHT_LAYERS):
+                total += weight_encoding(param.detach(), bits)[1]
+                total += SCALE_BYTES * param.shape[0] if bits < 16 else 0
             else:
                 total += FP32_BYTES * param.numel()
         for _, buf in module.named_buffers(recurse=False):
@@ -132,8 +173,11 @@ def packed_state_dict(model: nn.Module, weight_bits: Mapping[str, int] | None = 
     """The weights as a deployable file holds them: what :func:`size_bytes` counts.
 
     A quantized weight becomes ``<name>.weight.packed`` (uint8, ``pack_bits`` of its integer
-    codes), ``<name>.weight.scale`` (fp32 per output channel) and ``<name>.weight.shape``;
-    everything else stays fp32; integer bookkeeping buffers are left out.
+    codes), ``<name>.weight.scale`` (fp32 per output channel) and ``<name>.weight.shape``; a
+    16-bit weight is stored as that float. A weight whose smallest encoding is sparse keeps only
+    its non-zero values (packed, or as floats) plus ``<name>.weight.mask`` (bitmask, packed bits)
+    or ``<name>.weight.crow`` / ``<name>.weight.col`` (CSR). Everything else stays fp32; integer
+    bookkeeping buffers are left out.
     """
     weight_bits = dict(weight_bits or {})
     out: dict[str, torch.Tensor] = {}
@@ -142,19 +186,89 @@ def packed_state_dict(model: nn.Module, weight_bits: Mapping[str, int] | None = 
         bits = weight_bits.get(name, 32)
         for pname, param in module.named_parameters(recurse=False):
             w = param.detach()
-            if pname == "weight" and bits < 32 and isinstance(module, WEIGHT_LAYERS):
-                qmax = 2 ** (bits - 1) - 1
-                scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-12) / qmax
-                q = torch.round(w / scale.view(-1, *([1] * (w.dim() - 1)))).clamp(-qmax, qmax)
-                out[f"{prefix}weight.packed"] = pack_bits(q, bits)
-                out[f"{prefix}weight.scale"] = scale.float()
-                out[f"{prefix}weight.shape"] = torch.tensor(w.shape, dtype=torch.int32)
+            if pname == "weight" and isinstance(module, WEIGHT_LAYERS):
+                out.update(_packed_weight(f"{prefix}weight", w, bits))
             else:
                 out[f"{prefix}{pname}"] = w.float()
         for bname, buf in module.named_buffers(recurse=False):
             if buf.is_floating_point():
                 out[f"{prefix}{bname}"] = buf.detach().float()
     return out
+
+
+def _packed_weight(key: str, w: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
+    """One weight tensor as :func:`packed_state_dict` stores it (see there)."""
+    encoding, _ = weight_encoding(w, bits)
+    if encoding == "dense" and bits >= 32:
+        return {key: w.float()}
+    out: dict[str, torch.Tensor] = {f"{key}.shape": torch.tensor(w.shape, dtype=torch.int32)}
+    rows = w.shape[0] if w.dim() > 1 else 1
+    flat = w.reshape(rows, -1)
+    nonzero = flat != 0
+    if encoding == "bitmask":
+        bits_flat = nonzero.flatten().to(torch.uint8)
+        pad = (-len(bits_flat)) % 8
+        planes = torch.cat([bits_flat, bits_flat.new_zeros(pad)]).view(-1, 8)
+        out[f"{key}.mask"] = (planes << torch.arange(7, -1, -1, dtype=torch.uint8)).sum(dim=1, dtype=torch.uint8)
+    elif encoding == "csr":
+        small = flat.shape[1] <= SMALL_INDEX_COLUMNS
+        counts = nonzero.sum(dim=1)
+        out[f"{key}.crow"] = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
+        col = nonzero.nonzero()[:, 1]  # row-major, as the values
+        out[f"{key}.col"] = (col - 2**15).to(torch.int16) if small else col.to(torch.int32)  # int16 holds 0..65535
+    if bits < 16:
+        qmax = 2 ** (bits - 1) - 1
+        scale = w.abs().flatten(1).amax(dim=1).clamp_min(1e-12) / qmax if w.dim() > 1 else w.abs().amax().view(1) / qmax
+        q = torch.round(flat / scale.clamp_min(1e-12).view(-1, 1)).clamp(-qmax, qmax)
+        values = q if encoding == "dense" else q[nonzero]  # row-major: the order of mask bits and CSR
+        out[f"{key}.packed"] = pack_bits(values, bits)
+        out[f"{key}.scale"] = scale.float()
+    else:
+        dtype = torch.float32 if bits >= 32 else torch.bfloat16 if _is_bf16(w) else torch.float16
+        values = flat if encoding == "dense" else flat[nonzero]
+        out[f"{key}.values"] = values.to(dtype).flatten()
+    return out
+
+
+def unpacked_weight(packed: Mapping[str, torch.Tensor], key: str, bits: int) -> torch.Tensor:
+    """Decode one weight written by :func:`packed_state_dict` (``key`` like ``"conv1.weight"``).
+
+    Example:
+        >>> w = torch.zeros(3, 40); w[1, 5] = 0.5
+        >>> torch.equal(unpacked_weight(packed_state_dict(nn.Linear(40, 3, bias=False).requires_grad_(False)
+        ...     .apply(lambda m: m.weight.copy_(w) if isinstance(m, nn.Linear) else None)), "weight", 32), w)
+        True
+    """
+    if key in packed:
+        return packed[key].float()
+    shape = torch.Size(packed[f"{key}.shape"].tolist())
+    rows = shape[0] if len(shape) > 1 else 1
+    numel = shape.numel()
+    if f"{key}.mask" in packed:
+        planes = (packed[f"{key}.mask"][:, None] >> torch.arange(7, -1, -1, dtype=torch.uint8)) & 1
+        nonzero = planes.flatten()[:numel].bool().view(rows, -1)
+    elif f"{key}.crow" in packed:
+        crow = packed[f"{key}.crow"].long()
+        col = packed[f"{key}.col"].long() + (2**15 if packed[f"{key}.col"].dtype == torch.int16 else 0)
+        nonzero = torch.zeros(rows, numel // rows, dtype=torch.bool)
+        row_of = torch.repeat_interleave(torch.arange(rows), crow.diff())
+        nonzero[row_of, col] = True
+    else:
+        nonzero = torch.ones(rows, numel // rows, dtype=torch.bool)
+    n = int(nonzero.sum())
+    if bits < 16:
+        q = unpack_bits(packed[f"{key}.packed"], bits, n).float()
+        scale = packed[f"{key}.scale"].float()
+        full = torch.zeros(rows, numel // rows)
+        full[nonzero] = q  # row-major order, as written
+        return (full * scale.view(-1, 1)).view(shape)
+    full = torch.zeros(rows, numel // rows)
+    full[nonzero] = packed[f"{key}.values"].float()
+    return full.view(shape)
+
+
+def _is_bf16(w: torch.Tensor) -> bool:
+    return bool(torch.equal(w.to(torch.bfloat16).float(), w.float()))
 
 
 def _macs_by_module(model: nn.Module, args: tuple[Any, ...]) -> tuple[dict[str, int], int]:
@@ -234,7 +348,7 @@ def profile(
 COMPLEXITY_FIGURES: tuple[str, ...] = ("size_bytes", "params", "nonzero_params", "macs", "bops")
 _UNITS = {"size_bytes": "bytes", "params": "count", "nonzero_params": "count", "macs": "MACs", "bops": "BOPs"}
 _METHODS = {
-    "size_bytes": "computed: packed weights at their bit-widths + per-channel fp32 scales + fp32 rest",
+    "size_bytes": "computed: packed weights at their bit-widths (sparse encoding when smaller) + scales + fp32 rest",
     "params": "computed: parameters of the compressed model",
     "nonzero_params": "computed: non-zero parameters of the compressed model",
     "macs": "computed: multiply-accumulates of one forward pass (torch FlopCounterMode / 2)",

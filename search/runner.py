@@ -136,7 +136,7 @@ class Runner:
             record.STUDY_TASK, {"name": task.name, "teacher_sha256": weights_sha256(task.model), "info": task.info}
         )
         self._fail_stale(study)
-        space = self.spec.recipe_space()
+        space = self.spec.recipe_space(task.model)
         seed0 = self.spec.study.seed or 0
 
         try:
@@ -176,7 +176,7 @@ class Runner:
             trial.set_user_attr(record.ERROR, INTERRUPTED)
             study.tell(trial, state=TrialState.FAIL)
             raise
-        except Exception as exc:  # a recipe the model cannot take: the trial fails, the study goes on
+        except Exception as exc:  # noqa: BLE001  # a recipe the model cannot take: the trial fails, the study goes on
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             trial.set_user_attr(record.ERROR, error)
             study.tell(trial, state=TrialState.FAIL)

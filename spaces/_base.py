@@ -134,7 +134,8 @@ class Space(abc.ABC):
         values = self.identity().to_dict()
         out: dict[str, Any] = {}
         for name, dist in self.distributions().items():
-            value = values.get(name.split(".", 1)[1])
+            # "pruning.ratio@stage1" is a group's ratio: its identity value is the field's own
+            value = values.get(name.split(".", 1)[1].split("@", 1)[0])
             try:
                 inside = dist._contains(dist.to_internal_repr(value))
             except (ValueError, TypeError):

@@ -1,23 +1,27 @@
-"""Weight and activation bit-widths, applied as fake-quantization for quantization-aware tuning.
+"""Weight and activation bit-widths: fake-quantization for quantization-aware tuning, and the deployable form.
 
 Weights: per-output-channel symmetric quantization (scale = max|w| / (2^(b-1) - 1), no
 zero-point), through a ``torch.nn.utils.parametrize`` parametrization so gradients reach the fp32
 master weights by the straight-through estimator of ``torch.fake_quantize_per_channel_affine``.
+16 bits means a 16-bit float (``float16 = "bf16"`` or ``"fp16"``): weights are rounded to it.
 Activations: per-tensor affine quantization of every weight layer's input, with the range
-calibrated on a few training batches and then frozen.
+calibrated on a few training batches and then frozen (16 bits: rounded to the 16-bit float).
+
+Per-group widths: ``groups`` maps layer patterns (see :mod:`tradeoff.spaces._groups`) to weight
+widths, e.g. ``{"conv1,fc": 8, "layer3": 4}``; other layers take ``weight_bits``.
 
 After tuning, :meth:`QuantizationConfig.bake_` writes the quantized weights into the layers
-(values on the integer grid, stored in fp32), giving the *scored* model: accuracy and size are
-those of the chosen widths. :func:`executable_form` strips the activation fake-quant so what is
-timed is what really runs here: an fp32 model (``executed_as = "fp32"``). No int kernel is timed
-under a low-bit name; int8 execution comes with the deployable int8 form.
+(values on the grid, stored in fp32), giving the *scored* model: accuracy and size are those of
+the chosen widths. :func:`executable_form` turns it into what really runs on the target (int8
+kernels where widths allow and the target has them; see :mod:`tradeoff.spaces.deploy`), and says
+which form that is (``executed_as``): no fake-quant is ever timed under a low-bit name.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import optuna
 import torch
@@ -25,22 +29,40 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ._base import ApplyContext, Config, Space, as_args
+from ._groups import GROUP_SEP, check_groups, value_for
 
-WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 32 = left in fp32
+WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 16 = a 16-bit float, 32 = left in fp32
 ACTIVATION_BITS = (4, 5, 6, 7, 8, 16, 32)  # below 4 bits activations of small nets collapse
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 CALIBRATION_BATCHES = 8  # activation ranges settle within a few batches of min/max
+FLOAT16 = {"bf16": torch.bfloat16, "fp16": torch.float16}  # what "16 bits" means, by name
+
+
+def round_to_float16(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` rounded to a 16-bit float and back, with a straight-through gradient.
+
+    Example:
+        >>> round_to_float16(torch.tensor([1.0 + 2**-10]), torch.bfloat16).item()
+        1.0
+    """
+    return x + (x.to(dtype).to(x.dtype) - x).detach()
 
 
 class WeightFakeQuant(nn.Module):
-    """Parametrization: per-output-channel symmetric fake-quantization of a weight at ``bits``."""
+    """Parametrization: per-output-channel symmetric fake-quantization of a weight at ``bits``.
 
-    def __init__(self, bits: int) -> None:
+    At 16 bits the weight is rounded to ``float16`` (a 16-bit float) instead.
+    """
+
+    def __init__(self, bits: int, float16: str = "bf16") -> None:
         super().__init__()
         self.bits = bits
         self.qmax = 2 ** (bits - 1) - 1
+        self.float16 = float16
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.bits == 16:
+            return round_to_float16(w, FLOAT16[self.float16])
         amax = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-12)
         scale = (amax / self.qmax).float()
         zero = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
@@ -70,8 +92,9 @@ class ActivationFakeQuant:
     deep-copied with its module, range included.
     """
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, float16: str = "bf16") -> None:
         self.bits = bits
+        self.float16 = float16
         self.lo = 0.0
         self.hi = 0.0
         self.calibrating = True
@@ -84,6 +107,8 @@ class ActivationFakeQuant:
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         x = args[0]
+        if self.bits == 16:  # a 16-bit float: no range to calibrate
+            return (round_to_float16(x, FLOAT16[self.float16]), *args[1:])
         if self.calibrating:
             self.lo = min(self.lo, float(x.detach().min()))
             self.hi = max(self.hi, float(x.detach().max()))
@@ -122,8 +147,11 @@ class QuantizationConfig(Config):
     """Chosen bit-widths for the weights and inputs of every conv and linear layer.
 
     Args:
-        weight_bits: Width of weights (32 = unquantized).
-        activation_bits: Width of each weight layer's input activations (32 = unquantized).
+        weight_bits: Width of the weights of layers no group selects (16 = a 16-bit float,
+            32 = unquantized).
+        activation_bits: Width of each quantized layer's input activations (32 = unquantized).
+        groups: Layer patterns to weight widths for those layers (first match wins).
+        float16: Which 16-bit float "16 bits" means: ``"bf16"`` or ``"fp16"``.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 3))
@@ -137,28 +165,46 @@ class QuantizationConfig(Config):
 
     weight_bits: int = 32
     activation_bits: int = 32
+    groups: dict[str, int] = field(default_factory=dict)
+    float16: Literal["bf16", "fp16"] = "bf16"
 
     def __post_init__(self) -> None:
         _check_bits("weight_bits", self.weight_bits, WEIGHT_BITS)
         _check_bits("activation_bits", self.activation_bits, ACTIVATION_BITS)
+        check_groups(self.groups, "quantization")
+        for key, bits in self.groups.items():
+            _check_bits(f"weight_bits of group {key!r}", bits, WEIGHT_BITS)
+        if self.float16 not in FLOAT16:
+            raise ValueError(f"quantization float16 must be one of {sorted(FLOAT16)}, got {self.float16!r}.")
 
     @property
     def is_identity(self) -> bool:
-        return self.weight_bits == 32 and self.activation_bits == 32
+        return self.weight_bits == 32 and self.activation_bits == 32 and all(b == 32 for b in self.groups.values())
+
+    def bits_of(self, name: str) -> int:
+        """The weight width of layer ``name``."""
+        return value_for(name, self.groups, self.weight_bits)
 
     def apply_(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
-        """Attach fake-quant to every conv/linear layer and calibrate activation ranges."""
+        """Attach fake-quant to every conv/linear layer and calibrate activation ranges.
+
+        Activations are quantized at the input of every layer whose weights are (a layer left
+        at 32 bits keeps fp32 inputs too, as it would run in fp32), or of every layer when no
+        weights are quantized.
+        """
         if self.is_identity:
             return model
         hooks = []
-        for module in model.modules():
-            if isinstance(module, QUANTIZABLE):
-                if self.weight_bits < 32:
-                    parametrize.register_parametrization(module, "weight", WeightFakeQuant(self.weight_bits))
-                if self.activation_bits < 32:
-                    hook = ActivationFakeQuant(self.activation_bits)
-                    module.register_forward_pre_hook(hook)
-                    hooks.append(hook)
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+        any_weights = any(self.bits_of(n) < 32 for n in layers)
+        for name, module in layers.items():
+            bits = self.bits_of(name)
+            if bits < 32:
+                parametrize.register_parametrization(module, "weight", WeightFakeQuant(bits, self.float16))
+            if self.activation_bits < 32 and (bits < 32 or not any_weights):
+                hook = ActivationFakeQuant(self.activation_bits, self.float16)
+                module.register_forward_pre_hook(hook)
+                hooks.append(hook)
         if hooks:
             batches = list(ctx.train)[:CALIBRATION_BATCHES] or [(ctx.example_inputs, None)]
             was_training = model.training
@@ -172,31 +218,41 @@ class QuantizationConfig(Config):
         return model
 
     def bake_(self, model: nn.Module) -> nn.Module:
-        """Write the quantized weights into the layers and drop the parametrizations."""
+        """Write the quantized (and masked) weights into the layers and drop the parametrizations."""
         for module in model.modules():
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         return model
 
     def weight_bits_by_layer(self, model: nn.Module) -> dict[str, int]:
-        """Weight width of each quantized layer by module name (empty when nothing is quantized)."""
+        """Weight width of each quantized layer by module name (layers left at 32 bits are omitted)."""
         if self.is_identity:
             return {}
-        return {n: self.weight_bits for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+        out = {n: self.bits_of(n) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+        return {n: b for n, b in out.items() if b < 32}
 
 
 @dataclass(frozen=True)
 class QuantizationSpace(Space):
     """Choices of bit-widths (from the spec's ``[space.quantization]``).
 
+    Args:
+        weight_bits: Widths to choose from for layers no group selects.
+        activation_bits: Activation widths to choose from.
+        groups: Group name to layer patterns; each group gets its own knob
+            ``quantization.weight_bits@<name>`` over ``weight_bits``.
+        float16: What 16 bits means (fixed for the study).
+
     Example:
         >>> s = QuantizationSpace(weight_bits=(4, 8, 32), activation_bits=(32,))
-        >>> s.sample(optuna.trial.FixedTrial({"quantization.weight_bits": 4}))
-        QuantizationConfig(weight_bits=4, activation_bits=32)
+        >>> s.sample(optuna.trial.FixedTrial({"quantization.weight_bits": 4})).weight_bits
+        4
     """
 
     weight_bits: tuple[int, ...] = (4, 8, 32)  # the skeleton's default choices
     activation_bits: tuple[int, ...] = (32,)  # fp32 activations unless the spec asks
+    groups: dict[str, str] = field(default_factory=dict)
+    float16: str = "bf16"  # bf16 keeps fp32's range: no overflow in activations of unnormalised nets
 
     def __post_init__(self) -> None:
         for name, choices, allowed in (
@@ -207,6 +263,8 @@ class QuantizationSpace(Space):
                 raise ValueError(f"{name} needs at least one choice from {list(allowed)}.")
             for b in choices:
                 _check_bits(name, b, allowed)
+        check_groups({p: 0 for p in self.groups.values()}, "quantization")
+        QuantizationConfig(float16=self.float16)  # type: ignore[arg-type]  # validates
 
     def sample(self, trial: optuna.trial.BaseTrial) -> QuantizationConfig:
         def pick(name: str, choices: tuple[int, ...]) -> int:
@@ -215,7 +273,11 @@ class QuantizationSpace(Space):
         return QuantizationConfig(
             weight_bits=pick("quantization.weight_bits", self.weight_bits),
             activation_bits=pick("quantization.activation_bits", self.activation_bits),
+            groups={
+                p: pick(f"quantization.weight_bits{GROUP_SEP}{n}", self.weight_bits) for n, p in self.groups.items()
+            },
+            float16=self.float16,  # type: ignore[arg-type]
         )
 
     def identity(self) -> QuantizationConfig:
-        return QuantizationConfig()
+        return QuantizationConfig(groups={p: 32 for p in self.groups.values()}, float16=self.float16)  # type: ignore[arg-type]

@@ -13,9 +13,11 @@ from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from torch import nn
 
 from tradeoff.objectives import COMPLEXITY_FIGURES, ENERGY_SOURCES, Constraints, Weights, objective_names, open_counter
 from tradeoff.spaces import DistillationSpace, PruningSpace, QuantizationSpace, RecipeSpace
+from tradeoff.spaces._groups import auto_groups, unmatched_keys, weight_layer_names
 from tradeoff.spaces.quantization import ACTIVATION_BITS, WEIGHT_BITS
 
 from .tasks import TaskError, check_task_arguments
@@ -72,13 +74,19 @@ class TargetSection(_Strict):
 
 
 class PruningSection(_Strict):
-    kind: list[Literal["structured"]] = Field(default=["structured"], min_length=1)
+    kind: list[Literal["structured", "unstructured"]] = Field(default=["structured"], min_length=1)
     ratio: Annotated[tuple[Ratio, Ratio], Pair] = (0.0, 0.8)
+    importance: list[Literal["l2", "l1", "taylor"]] = Field(default=["l2"], min_length=1)
+    scope: Literal["layer", "global"] = "layer"
+    protect: list[Annotated[str, Field(min_length=1)]] = []  # layer patterns never pruned (e.g. the stem)
+    per_group: bool = False  # one ratio knob per layer group of [space.groups]
 
 
 class QuantizationSection(_Strict):
     weight_bits: list[WeightBits] = Field(default=[4, 8, 32], min_length=1)
     activation_bits: list[ActivationBits] = Field(default=[32], min_length=1)
+    float16: Literal["bf16", "fp16"] = "bf16"  # what 16 bits means
+    per_group: bool = False  # one weight-width knob per layer group of [space.groups]
 
 
 class DistillationSection(_Strict):
@@ -88,7 +96,15 @@ class DistillationSection(_Strict):
     lr: float = Field(default=1e-3, gt=0)
 
 
+GroupName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]+$")]
+Patterns = (
+    Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+)
+
+
 class SpaceSection(_Strict):
+    # "auto": one group per top-level child module with weight layers; or name -> layer pattern(s)
+    groups: Literal["auto"] | dict[GroupName, Patterns] = "auto"
     pruning: PruningSection = PruningSection()
     quantization: QuantizationSection = QuantizationSection()
     distillation: DistillationSection = DistillationSection()
@@ -171,13 +187,49 @@ class Spec(_Strict):
             raise ValueError(str(exc)) from None
         return task
 
-    def recipe_space(self) -> RecipeSpace:
+    def layer_groups(self, model: nn.Module | None) -> dict[str, str]:
+        """The spec's layer groups as name -> comma-separated patterns, checked against ``model``.
+
+        Raises:
+            SpecError: a group selects no layer of the model, or groups are ``"auto"`` with no model.
+        """
         s = self.space
+        if not (s.pruning.per_group or s.quantization.per_group):
+            return {}
+        if s.groups == "auto":
+            if model is None:
+                raise SpecError("space.groups = 'auto' needs the task's model to find its groups.")
+            return auto_groups(model)
+        groups = {name: p if isinstance(p, str) else ",".join(p) for name, p in s.groups.items()}
+        if model is not None:
+            names = weight_layer_names(model)
+            bad = [n for n, key in groups.items() if unmatched_keys([key], names)]
+            if bad:
+                raise SpecError(
+                    f"space.groups: {', '.join(repr(b) for b in bad)} select(s) no conv or linear layer of the "
+                    f"task's model; its layers are {names[:12]}{' ...' if len(names) > 12 else ''}. "
+                    "Fix the pattern(s) (fnmatch globs over module names)."
+                )
+        return groups
+
+    def recipe_space(self, model: nn.Module | None = None) -> RecipeSpace:
+        """The search space; ``model`` (the task's) resolves ``space.groups`` when per-group knobs are on."""
+        s = self.space
+        groups = self.layer_groups(model)
         return RecipeSpace(
-            pruning=PruningSpace(ratio=s.pruning.ratio, kind=tuple(s.pruning.kind)),
+            pruning=PruningSpace(
+                ratio=s.pruning.ratio,
+                kind=tuple(s.pruning.kind),
+                importance=tuple(s.pruning.importance),
+                scope=s.pruning.scope,
+                groups=groups if s.pruning.per_group else {},
+                protect=tuple(s.pruning.protect),
+            ),
             quantization=QuantizationSpace(
                 weight_bits=tuple(s.quantization.weight_bits),
                 activation_bits=tuple(s.quantization.activation_bits),
+                groups=groups if s.quantization.per_group else {},
+                float16=s.quantization.float16,
             ),
             distillation=DistillationSpace(
                 temperature=s.distillation.temperature,

@@ -165,12 +165,50 @@ class SharedInputs:
     example_inputs: tuple[torch.Tensor, ...]  # at the target batch size
     train: list[Batch]  # one materialised pass over task.train, same order for every trial
     teacher_logits: list[torch.Tensor]  # the teacher's outputs on each of those batches
+    teacher_cache: str = "computed"  # "computed" (the teacher ran, result stored) or "disk" (read back)
+
+
+def batches_sha256(batches: list[Batch]) -> str:
+    """A hash of materialised ``(inputs, targets)`` batches: values, shapes, dtypes and order."""
+    h = hashlib.sha256()
+    for inputs, targets in batches:
+        for t in (*(inputs if isinstance(inputs, (tuple, list)) else (inputs,)), targets):
+            t = torch.as_tensor(t).detach().cpu().contiguous()
+            h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def teacher_outputs_path(task: Task, train: list[Batch]) -> Path:
+    """Where the teacher's outputs on ``train`` are cached: keyed by task, teacher weights and data."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.name)[:60]
+    key = f"{weights_sha256(task.model)[:16]}-{batches_sha256(train)[:16]}"
+    return cache_dir() / "teacher-outputs" / f"{safe}-{key}.pt"
 
 
 def shared_inputs(task: Task, batch_size: int) -> SharedInputs:
-    """Materialise the training batches and cache the teacher's outputs on them (once per study)."""
+    """Materialise the training batches and the teacher's outputs on them, cached on disk.
+
+    The teacher runs once per task, teacher weights and training data: later studies and
+    processes (``export``, ``apply``, other workers on the same host) read its outputs back from
+    ``<cache dir>/teacher-outputs/``, so no trial runs the teacher.
+    """
     train = materialise(task.train)
-    return SharedInputs(at_batch_size(task.example_inputs, batch_size), train, cache_teacher_outputs(task.model, train))
+    example = at_batch_size(task.example_inputs, batch_size)
+    path = teacher_outputs_path(task, train)
+    if path.exists():
+        try:
+            logits = torch.load(path, weights_only=True)
+            if isinstance(logits, list) and len(logits) == len(train):
+                return SharedInputs(example, train, logits, teacher_cache="disk")
+        except Exception:  # noqa: BLE001, S110  # a torn or foreign file: recompute and overwrite it
+            pass
+    logits = cache_teacher_outputs(task.model, train)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(logits, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    return SharedInputs(example, train, logits, teacher_cache="computed")
 
 
 def weights_sha256(model: nn.Module) -> str:

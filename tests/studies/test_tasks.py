@@ -86,3 +86,32 @@ def test_a_task_file_by_path(tmp_path, monkeypatch) -> None:
     (tmp_path / "broken.py").write_text("raise ValueError('bad file')\n")
     with pytest.raises(TaskError, match="importing 'broken.py' failed: ValueError: bad file"):
         resolve_task("broken.py:make_task")
+
+
+def test_teacher_outputs_are_computed_once_and_read_back_from_disk(tmp_path, monkeypatch) -> None:
+    from tests.studies.user_task import make_task
+    from tradeoff.studies.tasks import shared_inputs, teacher_outputs_path
+
+    monkeypatch.setenv("TRADEOFF_CACHE_DIR", str(tmp_path))
+    task = make_task()
+    calls = []
+    handle = task.model.register_forward_hook(lambda *a: calls.append(1))
+    first = shared_inputs(task, 1)
+    assert first.teacher_cache == "computed" and len(calls) == len(first.train) == 4
+    assert teacher_outputs_path(task, first.train).is_file()
+
+    again = shared_inputs(task, 1)  # e.g. the next study, or `tradeoff export` in another process
+    assert again.teacher_cache == "disk" and len(calls) == 4  # the teacher did not run
+    assert all(torch.equal(a, b) for a, b in zip(first.teacher_logits, again.teacher_logits))
+
+    with torch.no_grad():  # other teacher weights: another key, the teacher runs again
+        task.model[0].bias.add_(1.0)
+    changed = shared_inputs(task, 1)
+    assert changed.teacher_cache == "computed" and len(calls) == 8
+    assert not torch.equal(changed.teacher_logits[0], first.teacher_logits[0])
+    handle.remove()
+
+    other_data = make_task(seed=1)  # same name, other data: another key
+    assert teacher_outputs_path(other_data, shared_inputs(other_data, 1).train) != teacher_outputs_path(
+        task, first.train
+    )
