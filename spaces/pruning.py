@@ -25,6 +25,7 @@ that a pruned net's accuracy can collapse before any fine-tuning (DESIGN.md, mea
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -130,6 +131,17 @@ class WeightMask(nn.Module):
         return w * self.mask
 
 
+def _head_multiple(model: nn.Module) -> int | None:
+    """Channel counts a model with attention must keep multiples of (embed_dim divides by the heads).
+
+    Torch-Pruning's per-head mode (``num_heads``) left the embedding width unpruned on the
+    transformer tested here; rounding every kept width to a multiple of the head counts prunes it
+    and keeps attention valid. Models without attention get no rounding.
+    """
+    heads = [m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)]
+    return math.lcm(*heads) if heads else None
+
+
 @dataclass(frozen=True)
 class PruningConfig(Config):
     """Chosen pruning values.
@@ -226,9 +238,19 @@ class PruningConfig(Config):
             pruning_ratio=self.ratio,
             pruning_ratio_dict=per_layer or None,
             ignored_layers=protected,
+            round_to=_head_multiple(model),
         )
         with torch.enable_grad():  # Torch-Pruning's graph tracing needs autograd
             pruner.step()
+        try:
+            with torch.no_grad():
+                model(*inputs)
+        except Exception as exc:
+            raise ValueError(
+                f"structured pruning left {type(model).__name__} unable to run ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}); its forward likely assumes a layer's width. Protect that "
+                "layer (space.pruning.protect) or use kind 'unstructured'."
+            ) from exc
 
     @torch.no_grad()
     def _unstructured(self, prunable: dict[str, nn.Module]) -> None:

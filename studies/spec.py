@@ -6,6 +6,7 @@ and what is allowed. See ``studies/demo.toml`` for a complete, commented example
 
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -96,18 +97,34 @@ class DistillationSection(_Strict):
     lr: float = Field(default=1e-3, gt=0)
 
 
-GroupName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]+$")]
-Patterns = (
-    Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
-)
-
-
 class SpaceSection(_Strict):
     # "auto": one group per top-level child module with weight layers; or name -> layer pattern(s)
-    groups: Literal["auto"] | dict[GroupName, Patterns] = "auto"
+    groups: Any = "auto"
     pruning: PruningSection = PruningSection()
     quantization: QuantizationSection = QuantizationSection()
     distillation: DistillationSection = DistillationSection()
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, groups: Any) -> str | dict[str, str]:
+        """``"auto"``, or a table of group name -> pattern or list of patterns (kept comma-joined)."""
+        if groups == "auto":
+            return groups
+        if not isinstance(groups, dict) or not groups:
+            raise ValueError(
+                f"must be 'auto' or a table of group name -> layer pattern(s), e.g. {{stage1 = 'layer1'}}; "
+                f"got {groups!r}"
+            )
+        out: dict[str, str] = {}
+        for name, patterns in groups.items():
+            if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+                raise ValueError(f"group name {name!r} may only hold letters, digits, '_' and '-'")
+            if isinstance(patterns, str):
+                patterns = [patterns]
+            if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+                raise ValueError(f"group {name!r} needs a layer pattern or a list of them, got {patterns!r}")
+            out[name] = ",".join(patterns)
+        return out
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> SpaceSection:
@@ -200,7 +217,7 @@ class Spec(_Strict):
             if model is None:
                 raise SpecError("space.groups = 'auto' needs the task's model to find its groups.")
             return auto_groups(model)
-        groups = {name: p if isinstance(p, str) else ",".join(p) for name, p in s.groups.items()}
+        groups = dict(s.groups)
         if model is not None:
             names = weight_layer_names(model)
             bad = [n for n, key in groups.items() if unmatched_keys([key], names)]

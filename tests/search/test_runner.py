@@ -82,6 +82,23 @@ def test_a_failing_recipe_fails_its_trial_and_the_study_goes_on(url: str, monkey
     assert study.trials[1].user_attrs[record.ERROR] == "RuntimeError: torch-pruning cannot trace this op"
 
 
+def test_a_model_pruning_cannot_handle_fails_its_trials_with_the_reason(url: str) -> None:
+    spec = parse_spec(
+        {
+            "study": {"name": "fixed", "n_trials": 3, "seed": 0, "sampler": "random"},
+            "task": {"name": "tests.studies.user_task:make_fixed_width_task"},
+            "space": {"pruning": {"ratio": [0.3, 0.5]}, "distillation": {"steps": 5}},
+        }
+    )
+    study = Runner(spec, url).run()
+    states = [t.state for t in study.get_trials()]
+    assert states[0] == TrialState.COMPLETE  # the baseline prunes nothing
+    assert states[1:] == [TrialState.FAIL, TrialState.FAIL]
+    error = study.trials[1].user_attrs[record.ERROR]
+    assert error.startswith("ValueError: structured pruning left _FixedWidthNet unable to run")
+    assert "space.pruning.protect" in error
+
+
 def test_interrupted_trials_are_failed_and_redone(url: str, monkeypatch) -> None:
     real = runner_module.evaluate_recipe
     _raise_on_second_trial(monkeypatch, KeyboardInterrupt())

@@ -112,3 +112,65 @@ def test_load_spec_reports_unreadable_and_malformed_files(tmp_path) -> None:
     bad.write_text("[study\nname = 1")
     with pytest.raises(SpecError, match="not valid TOML"):
         load_spec(bad)
+
+
+def _with_space(space: dict) -> object:
+    return parse_spec({**MINIMAL, "space": space})
+
+
+def test_per_group_knobs_use_auto_groups_of_the_model() -> None:
+    from tests.architectures import ResNetStyle
+
+    spec = _with_space({"pruning": {"per_group": True}, "quantization": {"per_group": True}})
+    space = spec.recipe_space(ResNetStyle())
+    assert space.pruning.groups == {"stem": "stem", "layers": "layers", "fc": "fc"}
+    assert "quantization.weight_bits@fc" in space.distributions()
+
+
+def test_named_groups_with_several_patterns_and_every_new_knob() -> None:
+    from tests.architectures import ResNetStyle
+
+    spec = _with_space(
+        {
+            "groups": {"early": ["stem", "layers.0"], "late": "layers.[12]"},
+            "pruning": {
+                "per_group": True,
+                "kind": ["structured", "unstructured"],
+                "importance": ["l1", "taylor"],
+                "scope": "global",
+                "protect": ["stem"],
+            },
+            "quantization": {"float16": "fp16"},
+        }
+    )
+    space = spec.recipe_space(ResNetStyle())
+    assert space.pruning.groups == {"early": "stem,layers.0", "late": "layers.[12]"}
+    assert space.quantization.groups == {}  # per_group is off for quantization
+    assert space.pruning.protect == ("stem",) and space.pruning.scope == "global"
+    assert space.quantization.float16 == "fp16"
+    assert {"pruning.kind", "pruning.importance", "pruning.ratio@late"} <= set(space.distributions())
+
+
+def test_a_group_that_selects_no_layer_is_named_with_the_models_layers() -> None:
+    from tests.architectures import ResNetStyle
+
+    spec = _with_space({"groups": {"stage9": "layer9"}, "pruning": {"per_group": True}})
+    with pytest.raises(SpecError, match=r"space.groups: 'stage9' select\(s\) no conv or linear layer.*stem.0"):
+        spec.recipe_space(ResNetStyle())
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        ({"groups": {"bad name": "x"}}, "space.groups: group name 'bad name' may only hold"),
+        ({"groups": {"a": []}}, "space.groups: group 'a' needs a layer pattern"),
+        ({"groups": "all"}, "space.groups: must be 'auto' or a table"),
+        ({"pruning": {"importance": ["random"]}}, "space.pruning.importance[0]"),
+        ({"pruning": {"scope": "model"}}, "space.pruning.scope"),
+        ({"quantization": {"float16": "fp8"}}, "space.quantization.float16"),
+    ],
+)
+def test_bad_new_space_fields_name_the_field(space: dict, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        _with_space(space)
+    assert expected in str(info.value)

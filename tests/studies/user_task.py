@@ -60,3 +60,28 @@ def empty_val() -> Task:
 def inputs_on_meta() -> Task:
     t = make_task()
     return _variant(example_inputs=(t.example_inputs[0].to("meta"),))
+
+
+class _FixedWidthNet(nn.Module):
+    """A model whose forward hard-codes a layer's width: structured pruning cannot keep it running."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(12, 32)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.body(x)).view(-1, 4, 8)  # 32 features assumed
+        return self.head(h.flatten(1))
+
+
+def make_fixed_width_task() -> Task:
+    task = make_task()
+    torch.manual_seed(0)
+    return Task(
+        name="fixed-width",
+        model=_FixedWidthNet().eval(),
+        train=task.train,
+        val=task.val,
+        example_inputs=task.example_inputs,
+    )
