@@ -34,6 +34,13 @@ def as_args(inputs: Any) -> tuple[Any, ...]:
     return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
 
 
+def inference_mode_of(model: Any) -> Any:
+    """``model`` in eval mode, without calling ``eval()`` on forms that refuse it (exported graphs)."""
+    if isinstance(model, nn.Module) and model.training:
+        model.eval()
+    return model
+
+
 def on_device(model: nn.Module | None, inputs: tuple[Any, ...], device: str) -> tuple[nn.Module | None, tuple]:
     """``model`` and ``inputs`` on ``device`` for timing or energy reading.
 
@@ -118,6 +125,7 @@ class EvalContext:
         executable: The form that really runs on the target (latency is timed on it). ``None``
             means the model itself runs as given.
         executed_as: Name of that form (e.g. ``"fp32"``), recorded with latency.
+        execution: How that form runs (``backend``, ``note``), recorded with latency.
         reference: The uncompressed model in its executable form, timed interleaved with the
             candidate so that latency can be normalised within the same moment.
         reference_latency_ms: The study's baseline latency; with ``reference`` the candidate's
@@ -133,6 +141,7 @@ class EvalContext:
     activation_bits: int = 32
     executable: nn.Module | None = None
     executed_as: str = "fp32"
+    execution: Mapping[str, Any] = field(default_factory=dict)
     reference: nn.Module | None = None
     reference_latency_ms: float | None = None
     threads: int = 1

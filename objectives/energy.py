@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._base import EvalContext, Measurement, Objective, as_args, describe_device, on_device
+from ._base import EvalContext, Measurement, Objective, as_args, describe_device, inference_mode_of, on_device
 from ._lock import measurement_lock
 from .complexity import ModelProfile
 
@@ -241,7 +241,7 @@ def measure_energy(
     args = as_args(inputs)
     cuda = device.startswith("cuda")
     with measurement_lock(device) as waited, _threads(threads):
-        model.eval()
+        inference_mode_of(model)
         for _ in range(3):  # warm-up: lazy init and caches are not counted
             model(*args)
         if cuda:

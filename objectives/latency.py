@@ -31,7 +31,7 @@ from scipy.stats import quantile_test
 from torch import nn
 from torch.utils import benchmark
 
-from ._base import EvalContext, Measurement, Objective, as_args, describe_device, on_device
+from ._base import EvalContext, Measurement, Objective, as_args, describe_device, inference_mode_of, on_device
 from ._lock import measurement_lock
 
 CI_BOUND = 0.02  # stop when the 95 % CI of the median is within +-2 % of it
@@ -81,7 +81,7 @@ class _Block:
     """Times blocks of ``number`` forward calls of one model: per-call seconds of each block."""
 
     def __init__(self, model: nn.Module, inputs: tuple[Any, ...], threads: int, block_time: float) -> None:
-        self.model = model.eval()
+        self.model = inference_mode_of(model)
         self.inputs = as_args(inputs)
         self.cuda = _device_of(self.inputs).type == "cuda"
         self.timer = benchmark.Timer(
@@ -207,6 +207,7 @@ class LatencyMs(Objective):
         details = {
             **r,
             "executed_as": ctx.executed_as,
+            **{f"execution_{k}": v for k, v in ctx.execution.items()},
             "batch_size": int(as_args(ctx.example_inputs)[0].shape[0]),
             "device": describe_device(ctx.device),
             "torch": torch.__version__,

@@ -43,6 +43,7 @@ class TrialEnv:
     threads: int
     device: str
     objectives: list[Objective]
+    backend: str = "auto"  # how int8 executes (spec target.backend)
     baseline: dict[str, float] | None = None
 
     @property
@@ -61,6 +62,7 @@ class TrialEnv:
             threads=spec.target.threads,
             device=spec.target.device,
             objectives=default_objectives(complexity=spec.objectives.complexity, energy_source=spec.target.energy),
+            backend=spec.target.backend,
         )
 
 
@@ -90,7 +92,12 @@ def evaluate_recipe(recipe: Recipe, env: TrialEnv, *, seed: int | None = None) -
     """
     is_baseline = env.baseline is None
     ctx_apply = ApplyContext(
-        example_inputs=env.example_inputs, train=env.train, teacher_logits=env.teacher_logits, seed=seed
+        example_inputs=env.example_inputs,
+        train=env.train,
+        teacher_logits=env.teacher_logits,
+        seed=seed,
+        threads=env.threads,
+        backend=env.backend,
     )
     compressed = compress(recipe, env.task.model, ctx_apply)
     start = time.perf_counter()
@@ -102,6 +109,7 @@ def evaluate_recipe(recipe: Recipe, env: TrialEnv, *, seed: int | None = None) -
         activation_bits=compressed.activation_bits,
         executable=compressed.executable,
         executed_as=compressed.executed_as,
+        execution={"backend": compressed.backend, "note": compressed.note},
         reference=None if is_baseline else env.task.model,
         reference_latency_ms=None if is_baseline else env.baseline["latency_ms"],
         threads=env.threads,

@@ -7,6 +7,7 @@ Optuna trial. This package knows nothing of objectives or of studies.
 from __future__ import annotations
 
 from ._base import ApplyContext, Config, Space
+from .deploy import Deployable, DeployError, deployable_form, supports_float16
 from .distillation import (
     DistillationConfig,
     DistillationSpace,
@@ -23,6 +24,8 @@ __all__ = [
     "ApplyContext",
     "Compressed",
     "Config",
+    "DeployError",
+    "Deployable",
     "DistillationConfig",
     "DistillationSpace",
     "PruningConfig",
@@ -34,8 +37,10 @@ __all__ = [
     "Space",
     "cache_teacher_outputs",
     "compress",
+    "deployable_form",
     "distillation_loss",
     "executable_form",
     "materialise",
     "recalibrate_batchnorm",
+    "supports_float16",
 ]

@@ -38,12 +38,16 @@ class ApplyContext:
         teacher_logits: The teacher's outputs for each batch of ``train``, computed once per
             study (see :func:`tradeoff.spaces.distillation.cache_teacher_outputs`).
         seed: Seed of everything random in the transformation.
+        threads: Intra-op threads of the target (the deployable form is compiled for them).
+        backend: How int8 executes on the target (see :mod:`tradeoff.spaces.deploy`).
     """
 
     example_inputs: tuple[Any, ...]
     train: Sequence[tuple[Any, torch.Tensor]] = ()
     teacher_logits: Sequence[torch.Tensor] | None = None
     seed: int | None = None
+    threads: int = 1  # latency is measured at one thread by default (quietest on small machines)
+    backend: str = "auto"
 
 
 class Config(abc.ABC):
@@ -61,8 +65,9 @@ class Config(abc.ABC):
 
         Example:
             >>> from tradeoff.spaces import PruningConfig
-            >>> PruningConfig(ratio=0.5).to_dict()
-            {'version': 1, 'ratio': 0.5, 'kind': 'structured'}
+            >>> d = PruningConfig(ratio=0.5).to_dict()
+            >>> d["version"], d["ratio"], d["kind"], d["groups"]
+            (1, 0.5, 'structured', {})
         """
         return {"version": self.version, **dataclasses.asdict(self)}  # type: ignore[call-overload]
 

@@ -30,6 +30,7 @@ from torch.nn.utils import parametrize
 
 from ._base import ApplyContext, Config, Space, as_args
 from ._groups import GROUP_SEP, check_groups, value_for
+from .deploy import Deployable, deployable_form
 
 WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 16 = a 16-bit float, 32 = left in fp32
 ACTIVATION_BITS = (4, 5, 6, 7, 8, 16, 32)  # below 4 bits activations of small nets collapse
@@ -125,10 +126,10 @@ def _activation_hooks(module: nn.Module) -> list[tuple[int, ActivationFakeQuant]
 
 
 def executable_form(model: nn.Module) -> tuple[nn.Module, str]:
-    """A copy of a baked model as it executes on this target, and the name of that form.
+    """A copy of a baked model without its activation fake-quant: the fp32 form, weights on their grid.
 
-    Activation fake-quant is removed and weights stay fp32 (on the quantized grid), so the form
-    is ``"fp32"``: that is what is timed.
+    This is what :func:`tradeoff.spaces.deploy.deployable_form` starts from (see
+    :meth:`QuantizationConfig.deploy`), and the form that runs where no lower precision can.
     """
     exe = copy.deepcopy(model)
     for module in exe.modules():
@@ -223,6 +224,25 @@ class QuantizationConfig(Config):
             if parametrize.is_parametrized(module, "weight"):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         return model
+
+    def deploy(self, model: nn.Module, ctx: ApplyContext) -> Deployable:
+        """What the baked ``model`` executes as on the target (int8, a 16-bit float or fp32).
+
+        Activation ranges of the int8 form are calibrated on the first training batches of
+        ``ctx``; it is compiled for ``ctx.threads`` with ``ctx.backend`` (see :mod:`.deploy`).
+        """
+        exe, _ = executable_form(model)
+        calibration = [as_args(inputs) for inputs, _ in list(ctx.train)[:CALIBRATION_BATCHES]]
+        return deployable_form(
+            exe,
+            weight_bits=self.weight_bits_by_layer(model),
+            activation_bits=self.activation_bits,
+            example_inputs=as_args(ctx.example_inputs),
+            calibration=calibration,
+            threads=ctx.threads,
+            backend=ctx.backend,
+            float16=self.float16,
+        )
 
     def weight_bits_by_layer(self, model: nn.Module) -> dict[str, int]:
         """Weight width of each quantized layer by module name (layers left at 32 bits are omitted)."""

@@ -123,10 +123,12 @@ class Compressed:
 
     scored: nn.Module  # accuracy and size are of this model (chosen widths, fake-quant activations)
     executable: nn.Module  # the form that runs on the target: what latency times
-    executed_as: str
+    executed_as: str  # int8, int8+fp32, bf16, fp16, fp32 (see tradeoff.spaces.deploy)
     weight_bits: dict[str, int]
     activation_bits: int
-    seconds: dict[str, float]  # wall time per phase: prune, quantize, distil
+    seconds: dict[str, float]  # wall time per phase: prune, quantize, distil, deploy
+    backend: str = "eager"  # what runs the executable: inductor, fx or eager
+    note: str = ""  # why this executable form
 
 
 @contextmanager
@@ -144,6 +146,7 @@ def compress(
     ctx: ApplyContext,
     *,
     before_distillation: Callable[[nn.Module], None] | None = None,
+    deploy: bool = True,
 ) -> Compressed:
     """Apply ``recipe`` to a deep copy of ``model`` (the original is never touched).
 
@@ -154,6 +157,8 @@ def compress(
             recipe distils with ``alpha > 0``.
         before_distillation: Called with the pruned, fake-quantized model just before fine-tuning
             (the trial measures the cheap objectives there).
+        deploy: Build the deployable form (int8 kernels, compiled) for timing; ``False`` gives the
+            fp32 form only (export and apply need no timing).
 
     Example:
         >>> m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
@@ -175,7 +180,17 @@ def compress(
         student = recipe.distillation.apply_(student, ctx)
     with _timed(seconds, "quantize"):
         student = recipe.quantization.bake_(student).eval()
-        executable, executed_as = executable_form(student)
+    with _timed(seconds, "deploy"):
+        if deploy:
+            deployed = recipe.quantization.deploy(student, ctx)
+            executable, executed_as, backend, note = (
+                deployed.module,
+                deployed.executed_as,
+                deployed.backend,
+                deployed.note,
+            )
+        else:
+            (executable, executed_as), backend, note = executable_form(student), "eager", "deployable form not built"
     return Compressed(
         scored=student,
         executable=executable,
@@ -183,4 +198,6 @@ def compress(
         weight_bits=recipe.quantization.weight_bits_by_layer(student),
         activation_bits=recipe.quantization.activation_bits,
         seconds=seconds,
+        backend=backend,
+        note=note,
     )

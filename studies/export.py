@@ -78,7 +78,7 @@ def rebuild(spec: Spec, recipe: dict[str, Any], seed: int | None, *, task: Task 
     task = task or load_task(spec.task.name, spec.task.kwargs)
     shared = shared_inputs(task, spec.target.batch_size)
     ctx = ApplyContext(shared.example_inputs, shared.train, shared.teacher_logits, seed)
-    compressed = compress(Recipe.from_dict(recipe), task.model, ctx)
+    compressed = compress(Recipe.from_dict(recipe), task.model, ctx, deploy=False)  # export needs no timing
     prof = profile(compressed.scored, shared.example_inputs, compressed.weight_bits, compressed.activation_bits)
     figures = {"accuracy": evaluate(compressed.scored, task.val, task.metric), **prof.figures()}
     return Rebuilt(task, compressed, shared.example_inputs, figures, weights_sha256(task.model))

@@ -62,6 +62,9 @@ class TargetSection(_Strict):
     threads: int = Field(default=1, ge=1)  # one thread: quietest and, on small machines, fastest
     batch_size: int = Field(default=1, ge=1)  # latency and energy are per forward pass of this batch
     energy: Literal[ENERGY_SOURCES] = "auto"  # type: ignore[valid-type]  # a counter where there is one
+    # how int8 executes: inductor (PT2E + torch.compile), fx (torch.ao, no compiler), eager (no int8);
+    # auto: inductor, falling back to fx where compiling fails or is too slow
+    backend: Literal["auto", "inductor", "fx", "eager"] = "auto"
 
     @model_validator(mode="after")
     def _available_here(self) -> TargetSection:

@@ -47,11 +47,13 @@ def test_compressed_trial_is_smaller_cheaper_and_says_how_each_figure_was_obtain
     assert rec.figures["params"] < 56_714 / 3 and rec.figures["macs"] < 1_000_000
     assert rec.provenance["accuracy"]["source"] == "measured"
     assert rec.provenance["latency_ms"]["source"] == "measured"
-    assert rec.provenance["latency_ms"]["executed_as"] == rec.executed_as == "fp32"
+    lat = rec.provenance["latency_ms"]
+    assert lat["executed_as"] == rec.executed_as == "int8"  # 4-bit weights, 8-bit activations: int8 kernels
+    assert lat["execution_backend"] in ("inductor", "fx") and "int8" in lat["execution_note"]
     assert rec.provenance["size_bytes"]["source"] == "estimated"
     assert rec.provenance["energy_mj"]["source"] == "estimated"
     assert rec.values["latency_ms"] == pytest.approx(base["latency_ms"] * rec.figures["latency_ratio"])
-    assert set(rec.seconds) == {"prune", "quantize", "distil", "measure"}
+    assert set(rec.seconds) == {"prune", "quantize", "distil", "deploy", "measure"}
     assert rec.recipe == recipe.to_dict()
 
 

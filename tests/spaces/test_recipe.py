@@ -43,6 +43,9 @@ def test_compress_leaves_the_original_untouched_and_is_reproducible(tiny_cnn, ti
     b = compress(_recipe(), tiny_cnn, ctx)
     assert torch.equal(tiny_cnn(x), ref)
     assert torch.equal(a.scored(x), b.scored(x))
-    assert a.executed_as == "fp32" and a.activation_bits == 8
+    assert a.executed_as == "int8" and a.activation_bits == 8  # 4-bit weights execute as int8 codes
+    assert a.executable(x[:1]).shape == a.scored(x[:1]).shape
     assert set(a.weight_bits.values()) == {4}
-    assert set(a.seconds) == {"prune", "quantize", "distil"}
+    assert set(a.seconds) == {"prune", "quantize", "distil", "deploy"}
+    plain = compress(_recipe(), tiny_cnn, ctx, deploy=False)  # export and apply need no timing
+    assert plain.executed_as == "fp32" and torch.equal(plain.scored(x), a.scored(x))
