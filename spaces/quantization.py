@@ -270,7 +270,7 @@ class QuantizationSpace(Space):
     """
 
     weight_bits: tuple[int, ...] = (4, 8, 32)  # the skeleton's default choices
-    activation_bits: tuple[int, ...] = (32,)  # fp32 activations unless the spec asks
+    activation_bits: tuple[int, ...] = (8, 32)  # 8: int8 kernels can execute it; 32: fp32 activations
     groups: dict[str, str] = field(default_factory=dict)
     float16: str = "bf16"  # bf16 keeps fp32's range: no overflow in activations of unnormalised nets
 

@@ -88,7 +88,8 @@ class PruningSection(_Strict):
 
 class QuantizationSection(_Strict):
     weight_bits: list[WeightBits] = Field(default=[4, 8, 32], min_length=1)
-    activation_bits: list[ActivationBits] = Field(default=[32], min_length=1)
+    # 8-bit activations let the deployable form run int8 kernels (the latency win); 32 keeps fp32
+    activation_bits: list[ActivationBits] = Field(default=[8, 32], min_length=1)
     float16: Literal["bf16", "fp16"] = "bf16"  # what 16 bits means
     per_group: bool = False  # one weight-width knob per layer group of [space.groups]
 

@@ -68,6 +68,7 @@ def test_validate_task_names_the_bad_part() -> None:
         ("metric_tensor", r"metric returned a tensor; it must return a Python float \(call .item\(\) on it\)"),
         ("empty_val", "val yielded no batches"),
         ("inputs_on_meta", "example_inputs are on meta but the model's parameters are on cpu"),
+        ("half_model", r"the model's parameters are torch.float16; .* return model.float\(\)"),
     ],
 )
 def test_each_broken_contract_is_named(factory: str, match: str) -> None:

@@ -57,6 +57,11 @@ def empty_val() -> Task:
     return _variant(val=[])
 
 
+def half_model() -> Task:
+    task = make_task()
+    return _variant(model=task.model.half())
+
+
 def inputs_on_meta() -> Task:
     t = make_task()
     return _variant(example_inputs=(t.example_inputs[0].to("meta"),))

@@ -1,0 +1,127 @@
+"""A fashion-mnist search with default settings: the front, and what the knee-point config costs and gains.
+
+Usage:  python benchmarks/fashion_search.py [--trials 40] [--out benchmarks/results/fashion_search.json]
+
+Runs ``tradeoff``'s defaults (sampler ``auto``, the default space, 200 distillation steps, batch 1 on
+one thread) on the built-in ``fashion-mnist`` task, with one constraint: at most 1 point of accuracy
+lost (``max_accuracy_drop = 0.01``), so the front holds only configs a user would accept. Then
+reports, for every front member and for the knee point: accuracy drop (points), size ratio
+(teacher / config, computed) and latency speed-up (teacher / config, measured: the trial's
+interleaved ABBA ratio against the teacher, batch 1, one thread), and the form it executed as.
+
+Target (issue 7, this 2-core CPU): a config with <= 1 point drop that is >= 4x smaller and >= 2x
+faster. The teacher is trained on first use (cached); its training time is reported when it trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import torch
+
+from tradeoff.objectives import describe_device
+from tradeoff.search import Runner
+from tradeoff.studies import parse_spec
+from tradeoff.studies.record import EXECUTED_AS, FIGURES
+from tradeoff.studies.results import baseline_trial, pick, ranked_front, study_hypervolume
+from tradeoff.studies.tasks import load_task
+
+MAX_DROP = 0.01  # the issue's bar: at most 1 accuracy point below the teacher
+
+
+def _row(trial: optuna.trial.FrozenTrial, base: dict[str, float]) -> dict[str, object]:
+    figures = trial.user_attrs.get(FIGURES, {})
+    acc, size, lat = trial.values[0], trial.values[1], trial.values[2]
+    return {
+        "trial": trial.number,
+        "accuracy": round(acc, 4),
+        "drop_points": round(100 * (base["accuracy"] - acc), 2),
+        "size_bytes": int(size),
+        "smaller": round(base["size_bytes"] / size, 2),
+        "latency_ms": round(lat, 4),
+        "faster": round(1 / figures["latency_ratio"], 2) if figures.get("latency_ratio") else None,
+        "executed_as": trial.user_attrs.get(EXECUTED_AS),
+        "params": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in trial.params.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fashion_search.json"))
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    start = time.perf_counter()
+    task = load_task("fashion-mnist")  # trains and caches the teacher on first use
+    task_s = time.perf_counter() - start
+    spec = parse_spec(
+        {
+            "study": {"name": "fashion-bench", "n_trials": args.trials, "seed": 0},
+            "task": {"name": "fashion-mnist"},
+            "constraints": {"max_accuracy_drop": MAX_DROP},
+        },
+        "fashion_search.py",
+    )
+
+    def progress(event) -> None:  # one line per trial, as the CLI prints when not on a terminal
+        values = event.values or {}
+        print(
+            f"trial {event.number:>3} {event.state:<8} done {event.done}/{event.total} front {event.front_size} "
+            f"hv {event.hypervolume:.4f} acc {values.get('accuracy', float('nan')):.4f} "
+            f"size {values.get('size_bytes', float('nan')):.0f} lat {values.get('latency_ms', float('nan')):.3f}",
+            flush=True,
+        )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'fashion.db'}"
+        search_start = time.perf_counter()
+        study = Runner(spec, url, on_event=progress).run()
+        search_s = time.perf_counter() - search_start
+        base_trial = baseline_trial(study)
+        base = {"accuracy": base_trial.values[0], "size_bytes": base_trial.values[1]}
+        front = [_row(e.trial, base) for e in ranked_front(study)]
+        knee = _row(pick(study, "knee").trial, base)
+        hv = study_hypervolume(study)
+
+    meets = [r for r in front if r["drop_points"] <= 100 * MAX_DROP and r["smaller"] >= 4 and (r["faster"] or 0) >= 2]
+    summary = {
+        "machine": describe_device("cpu"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "teacher": {k: task.info.get(k) for k in ("teacher_val_accuracy", "teacher_trained_s", "teacher_recipe")},
+        "task_load_s": round(task_s, 1),
+        "search_s": round(search_s, 1),
+        "trials": args.trials,
+        "hypervolume": round(hv, 4),
+        "knee": knee,
+        "front": front,
+        "target_met_by": [r["trial"] for r in meets],
+    }
+    print()
+    print("| trial | accuracy | drop (pts) | size bytes | smaller | faster (b1) | executed_as | knobs |")
+    print("|---:|---:|---:|---:|---:|---:|---|---|")
+    for r in front:
+        mark = " (knee)" if r["trial"] == knee["trial"] else ""
+        print(
+            f"| {r['trial']}{mark} | {r['accuracy']:.4f} | {r['drop_points']:.2f} | {r['size_bytes']:,} | "
+            f"{r['smaller']:.2f}x | {r['faster']}x | {r['executed_as']} | {r['params']} |"
+        )
+    print()
+    print(json.dumps({k: v for k, v in summary.items() if k != "front"}, indent=2))
+    print(
+        f"target (<= 1 pt drop, >= 4x smaller, >= 2x faster): {'PASS' if meets else 'FAIL'} {summary['target_met_by']}"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
