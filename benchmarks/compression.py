@@ -51,7 +51,7 @@ from tradeoff.objectives import describe_device, measure_latency
 from tradeoff.objectives.complexity import size_bytes
 from tradeoff.spaces import ApplyContext, PruningConfig, QuantizationConfig, executable_form
 from tradeoff.spaces.deploy import deployable_form
-from tradeoff.studies.tasks import DigitsCNN
+from tradeoff.studies.tasks import BasicBlock, DigitsCNN  # the same block as the fashion-mnist teacher
 
 BATCHES = (1, 32)  # latency at the interactive batch and at a throughput batch
 THREADS = 1  # one thread: on this 2-vCPU machine the quietest and the fastest (DESIGN.md)
@@ -64,26 +64,6 @@ TARGETS = (  # (model, config, figure, threshold, description) from issue 3
 )
 
 
-class BasicBlock(nn.Module):
-    """ResNet basic block: two 3x3 convs with BatchNorm, identity or 1x1-conv shortcut."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = (
-            nn.Sequential()
-            if stride == 1 and c_in == c_out
-            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
-
-
 class ResNet18(nn.Module):
     """CIFAR-style ResNet-18: 3x3 stem without max-pool, stages of 2 blocks at 64-128-256-512 channels."""
 
@@ -93,7 +73,7 @@ class ResNet18(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         stages, c_in = [], 64
         for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)))
+            stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out)))
             c_in = c_out
         self.layers = nn.Sequential(*stages)
         self.fc = nn.Linear(512, classes)
