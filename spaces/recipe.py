@@ -81,7 +81,7 @@ class RecipeSpace:
     Example:
         >>> space = RecipeSpace()
         >>> space.sample(optuna.trial.FixedTrial({
-        ...     "pruning.ratio": 0.25, "quantization.weight_bits": 8,
+        ...     "pruning.ratio": 0.25, "quantization.weight_bits": 8, "quantization.activation_bits": 8,
         ...     "distillation.temperature": 2.0, "distillation.alpha": 0.5})).pruning.ratio
         0.25
     """

@@ -156,6 +156,7 @@ def test_the_baseline_describes_itself_in_the_samplers_space(url: str) -> None:
     assert base.params == {
         "pruning.ratio": 0.0,
         "quantization.weight_bits": 32,
+        "quantization.activation_bits": 32,
         "distillation.temperature": 1.0,
         "distillation.alpha": 0.0,
     }

@@ -102,7 +102,9 @@ def test_16_bits_means_a_16_bit_float(tiny_cnn, tiny_batches, float16: str, dtyp
 
 
 def test_space_samples_a_width_per_group() -> None:
-    space = QuantizationSpace(weight_bits=(4, 8, 32), groups={"stem": "features.0", "head": "head"})
+    space = QuantizationSpace(
+        weight_bits=(4, 8, 32), activation_bits=(32,), groups={"stem": "features.0", "head": "head"}
+    )
     assert set(space.distributions()) == {
         "quantization.weight_bits",
         "quantization.weight_bits@stem",
