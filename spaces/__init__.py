@@ -11,23 +11,26 @@ from .deploy import Deployable, DeployError, deployable_form, supports_float16
 from .distillation import (
     DistillationConfig,
     DistillationSpace,
+    Distiller,
     cache_teacher_outputs,
     distillation_loss,
     materialise,
 )
 from .pruning import PruningConfig, PruningSpace, recalibrate_batchnorm
 from .quantization import QuantizationConfig, QuantizationSpace, executable_form
-from .recipe import RECIPE_FORMAT, Compressed, Recipe, RecipeSpace, compress
+from .recipe import RECIPE_FORMAT, Compressed, Compression, Recipe, RecipeSpace, compress
 
 __all__ = [
     "RECIPE_FORMAT",
     "ApplyContext",
     "Compressed",
+    "Compression",
     "Config",
     "DeployError",
     "Deployable",
     "DistillationConfig",
     "DistillationSpace",
+    "Distiller",
     "PruningConfig",
     "PruningSpace",
     "QuantizationConfig",

@@ -50,6 +50,23 @@ class ApplyContext:
     backend: str = "auto"
 
 
+def suggest_rounded(trial: optuna.trial.BaseTrial, name: str, bounds: tuple[float, float], *, decimals: int) -> float:
+    """Ask ``trial`` for a float in ``bounds`` and round it to ``decimals`` (kept inside the bounds).
+
+    The trial's parameter keeps the sampler's exact value; the config applies the rounded one, so
+    suggestions that differ only below the rounding build one and the same recipe.
+    A range of one value asks nothing and returns it.
+
+    Example:
+        >>> suggest_rounded(optuna.trial.FixedTrial({"x": 0.12345}), "x", (0.0, 0.8), decimals=2)
+        0.12
+    """
+    lo, hi = bounds
+    if hi <= lo:
+        return lo
+    return min(max(round(trial.suggest_float(name, lo, hi), decimals), lo), hi)
+
+
 class Config(abc.ABC):
     """A frozen dataclass of chosen values for one technique. Subclasses are ``@dataclass(frozen=True)``."""
 

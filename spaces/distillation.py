@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._base import ApplyContext, Config, Space, as_args
+from ._base import ApplyContext, Config, Space, as_args, suggest_rounded
 
 Batch = tuple[Any, torch.Tensor]
 
@@ -111,30 +111,59 @@ class DistillationConfig(Config):
         """Fine-tune ``model`` for ``steps`` steps over ``ctx.train`` against ``ctx.teacher_logits``."""
         if self.steps == 0:
             return model
+        return Distiller(self, model, ctx).run_to(self.steps)
+
+
+class Distiller:
+    """Fine-tuning that can pause: ``run_to(n)`` continues until ``n`` steps are done in all.
+
+    Running to 50, then to 200, gives exactly the model that running to 200 at once does (one
+    optimiser, one shuffling generator), so a trial can be scored at fidelity rungs on the way.
+
+    Example:
+        >>> cfg = DistillationConfig(alpha=0.0, steps=4)
+        >>> data = [(torch.randn(8, 3), torch.randint(0, 2, (8,)))]
+        >>> _ = torch.manual_seed(0); a = Distiller(cfg, nn.Linear(3, 2), ApplyContext((), train=data)).run_to(4)
+        >>> _ = torch.manual_seed(0); d = Distiller(cfg, nn.Linear(3, 2), ApplyContext((), train=data))
+        >>> b = d.run_to(1); b = d.run_to(4)
+        >>> torch.equal(a.weight, b.weight), d.done
+        (True, 4)
+    """
+
+    def __init__(self, config: DistillationConfig, model: nn.Module, ctx: ApplyContext) -> None:
         if not ctx.train:
             raise ValueError("distillation needs training batches (ApplyContext.train is empty).")
-        if self.alpha > 0 and (ctx.teacher_logits is None or len(ctx.teacher_logits) != len(ctx.train)):
+        if config.alpha > 0 and (ctx.teacher_logits is None or len(ctx.teacher_logits) != len(ctx.train)):
             raise ValueError(
                 "distillation with alpha > 0 needs the teacher's outputs for every training batch; "
                 "compute them once with cache_teacher_outputs(teacher, train)."
             )
-        gen = torch.Generator().manual_seed(ctx.seed or 0)
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        self.config = config
+        self.model = model
+        self.ctx = ctx
+        self.done = 0
+        self._gen = torch.Generator().manual_seed(ctx.seed or 0)
+        self._opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self._order: list[int] = []
+
+    def run_to(self, steps: int) -> nn.Module:
+        """Fine-tune until ``steps`` steps are done in all (at most the config's ``steps``); eval mode after."""
+        cfg, ctx, model = self.config, self.ctx, self.model
         model.train()
-        order: list[int] = []
-        for _ in range(self.steps):
-            if not order:  # a fresh shuffled pass over the cached batches
-                order = torch.randperm(len(ctx.train), generator=gen).tolist()
-            i = order.pop()
+        while self.done < min(steps, cfg.steps):
+            if not self._order:  # a fresh shuffled pass over the cached batches
+                self._order = torch.randperm(len(ctx.train), generator=self._gen).tolist()
+            i = self._order.pop()
             inputs, targets = ctx.train[i]
             teacher = ctx.teacher_logits[i] if ctx.teacher_logits is not None else None
             out = model(*as_args(inputs))
             loss = distillation_loss(
-                out, teacher if teacher is not None else out.detach(), targets, self.temperature, self.alpha
+                out, teacher if teacher is not None else out.detach(), targets, cfg.temperature, cfg.alpha
             )
-            opt.zero_grad(set_to_none=True)
+            self._opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            self._opt.step()
+            self.done += 1
         model.eval()
         return model
 
@@ -162,13 +191,11 @@ class DistillationSpace(Space):
                 raise ValueError(f"distillation {name} range must be [low, high] with low <= high, got {[lo, hi]}.")
 
     def sample(self, trial: optuna.trial.BaseTrial) -> DistillationConfig:
-        def pick(name: str, bounds: tuple[float, float]) -> float:
-            lo, hi = bounds
-            return trial.suggest_float(name, lo, hi) if hi > lo else lo
-
         return DistillationConfig(
-            temperature=pick("distillation.temperature", self.temperature),
-            alpha=pick("distillation.alpha", self.alpha),
+            # rounded so that near-identical suggestions are one recipe, trained once (duplicates reuse it):
+            # 0.1 in T and 0.01 in alpha change the soft targets by far less than run-to-run noise
+            temperature=suggest_rounded(trial, "distillation.temperature", self.temperature, decimals=1),
+            alpha=suggest_rounded(trial, "distillation.alpha", self.alpha, decimals=2),
             steps=self.steps,
             lr=self.lr,
         )

@@ -36,7 +36,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ._base import ApplyContext, Config, Space, as_args
+from ._base import ApplyContext, Config, Space, as_args, suggest_rounded
 from ._groups import GROUP_SEP, WEIGHT_LAYERS, check_groups, selects, value_for
 
 KINDS = ("structured", "unstructured")
@@ -330,7 +330,9 @@ class PruningSpace(Space):
         lo, hi = self.ratio
 
         def ratio(name: str) -> float:
-            return trial.suggest_float(name, lo, hi) if hi > lo else lo
+            # 0.01 of a layer's channels is less than one channel in all but the widest layers, so
+            # rounding merges suggestions that would build the same model (duplicates reuse it)
+            return suggest_rounded(trial, name, (lo, hi), decimals=2)
 
         def choice(name: str, options: tuple[str, ...]) -> str:
             return trial.suggest_categorical(name, list(options)) if len(options) > 1 else options[0]

@@ -222,6 +222,11 @@ class QuantizationConfig(Config):
         """Write the quantized (and masked) weights into the layers and drop the parametrizations."""
         for module in model.modules():
             if parametrize.is_parametrized(module, "weight"):
+                # a deep copy shares its original's injected Parametrized* class, and removing the
+                # parametrization deletes the property from that class: give this module a class of
+                # its own first, so baking a copy leaves the original working
+                cls = type(module)
+                module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         return model
 

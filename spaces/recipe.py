@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ._base import ApplyContext
-from .distillation import DistillationConfig, DistillationSpace
+from .deploy import Deployable
+from .distillation import DistillationConfig, DistillationSpace, Distiller
 from .pruning import PruningConfig, PruningSpace
 from .quantization import QuantizationConfig, QuantizationSpace, executable_form
 
@@ -140,12 +141,73 @@ def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
         seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
+class Compression:
+    """A recipe being applied to a copy of a model, one stage at a time.
+
+    Construction prunes and attaches quantization (fake-quant, calibrated); :meth:`deployable`
+    builds the form that executes from the model as it stands (its speed, size and energy do not
+    depend on fine-tuned weight values, so a trial can measure them before fine-tuning);
+    :meth:`distil_to` fine-tunes up to a number of steps, resumably; :meth:`finish` bakes the
+    quantized weights. :func:`compress` runs all stages in one go and gives the same model.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> c = Compression(Recipe(pruning=PruningConfig(ratio=0.5)), m, ApplyContext((torch.randn(2, 8),)))
+        >>> c.student[0].out_features, m[0].out_features
+        (8, 16)
+    """
+
+    def __init__(self, recipe: Recipe, model: nn.Module, ctx: ApplyContext) -> None:
+        if ctx.seed is not None:
+            torch.manual_seed(ctx.seed)
+        self.recipe = recipe
+        self.ctx = ctx
+        self.seconds: dict[str, float] = {}
+        student = copy.deepcopy(model)
+        with _timed(self.seconds, "prune"):
+            student = recipe.pruning.apply_(student, ctx)
+        with _timed(self.seconds, "quantize"):
+            student = recipe.quantization.apply_(student, ctx)
+        self.student = student
+        self._distiller: Distiller | None = None
+
+    @property
+    def steps_done(self) -> int:
+        return 0 if self._distiller is None else self._distiller.done
+
+    def snapshot(self) -> tuple[nn.Module, Deployable]:
+        """The student as it stands, baked (a copy), and its deployable form; the student is untouched.
+
+        Global random state is saved and restored around it, so taking a snapshot mid-way changes
+        nothing in the fine-tuning that follows.
+        """
+        with _timed(self.seconds, "deploy"), torch.random.fork_rng(devices=[]):
+            baked = self.recipe.quantization.bake_(copy.deepcopy(self.student)).eval()
+            return baked, self.recipe.quantization.deploy(baked, self.ctx)
+
+    def distil_to(self, steps: int) -> nn.Module:
+        """Fine-tune until ``steps`` of the recipe's distillation steps are done (capped at all of them)."""
+        cfg = self.recipe.distillation
+        with _timed(self.seconds, "distil"):
+            if cfg.steps > 0 and steps > self.steps_done:
+                if self._distiller is None:
+                    self._distiller = Distiller(cfg, self.student, self.ctx)
+                self._distiller.run_to(steps)
+        return self.student
+
+    def finish(self) -> nn.Module:
+        """Fine-tune what is left, bake the quantized weights and return the scored model (eval mode)."""
+        self.distil_to(self.recipe.distillation.steps)
+        with _timed(self.seconds, "quantize"):
+            self.student = self.recipe.quantization.bake_(self.student).eval()
+        return self.student
+
+
 def compress(
     recipe: Recipe,
     model: nn.Module,
     ctx: ApplyContext,
     *,
-    before_distillation: Callable[[nn.Module], None] | None = None,
     deploy: bool = True,
 ) -> Compressed:
     """Apply ``recipe`` to a deep copy of ``model`` (the original is never touched).
@@ -155,8 +217,6 @@ def compress(
         model: The trained fp32 model (the teacher).
         ctx: Data and seed; ``ctx.teacher_logits`` must hold the cached teacher outputs when the
             recipe distils with ``alpha > 0``.
-        before_distillation: Called with the pruned, fake-quantized model just before fine-tuning
-            (the trial measures the cheap objectives there).
         deploy: Build the deployable form (int8 kernels, compiled) for timing; ``False`` gives the
             fp32 form only (export and apply need no timing).
 
@@ -166,21 +226,9 @@ def compress(
         >>> c.scored[0].out_features, m[0].out_features
         (8, 16)
     """
-    if ctx.seed is not None:
-        torch.manual_seed(ctx.seed)
-    seconds: dict[str, float] = {}
-    student = copy.deepcopy(model)
-    with _timed(seconds, "prune"):
-        student = recipe.pruning.apply_(student, ctx)
-    with _timed(seconds, "quantize"):
-        student = recipe.quantization.apply_(student, ctx)
-    if before_distillation is not None:
-        before_distillation(student)
-    with _timed(seconds, "distil"):
-        student = recipe.distillation.apply_(student, ctx)
-    with _timed(seconds, "quantize"):
-        student = recipe.quantization.bake_(student).eval()
-    with _timed(seconds, "deploy"):
+    stages = Compression(recipe, model, ctx)
+    student = stages.finish()
+    with _timed(stages.seconds, "deploy"):
         if deploy:
             deployed = recipe.quantization.deploy(student, ctx)
             executable, executed_as, backend, note = (
@@ -197,7 +245,7 @@ def compress(
         executed_as=executed_as,
         weight_bits=recipe.quantization.weight_bits_by_layer(student),
         activation_bits=recipe.quantization.activation_bits,
-        seconds=seconds,
+        seconds=stages.seconds,
         backend=backend,
         note=note,
     )

@@ -10,6 +10,7 @@ from tradeoff.spaces import (
     QuantizationConfig,
     Recipe,
     cache_teacher_outputs,
+    Compression,
     compress,
 )
 
@@ -49,3 +50,40 @@ def test_compress_leaves_the_original_untouched_and_is_reproducible(tiny_cnn, ti
     assert set(a.seconds) == {"prune", "quantize", "distil", "deploy"}
     plain = compress(_recipe(), tiny_cnn, ctx, deploy=False)  # export and apply need no timing
     assert plain.executed_as == "fp32" and torch.equal(plain.scored(x), a.scored(x))
+
+
+def test_staged_compression_with_a_snapshot_and_pauses_builds_the_model_compress_builds(
+    tiny_cnn, tiny_batches
+) -> None:
+    """A trial snapshots (bakes a copy and deploys it) before fine-tuning and pauses at rungs; neither
+    may change the model, or an export rebuilt with ``compress`` would not match the trial."""
+    x = tiny_batches[0][0]
+    ctx = ApplyContext(
+        (x[:1],), train=tiny_batches, teacher_logits=cache_teacher_outputs(tiny_cnn, tiny_batches), seed=3
+    )
+    recipe = Recipe(
+        pruning=PruningConfig(ratio=0.25, kind="unstructured"),
+        quantization=QuantizationConfig(weight_bits=4, activation_bits=8),
+        distillation=DistillationConfig(temperature=2.0, alpha=0.5, steps=9),
+    )
+    whole = compress(recipe, tiny_cnn, ctx, deploy=False).scored
+    stages = Compression(recipe, tiny_cnn, ctx)
+    baked, deployed = stages.snapshot()
+    assert deployed.executed_as == "int8" and baked(x).shape == (16, 3)
+    stages.distil_to(2)
+    stages.distil_to(5)
+    assert stages.steps_done == 5
+    staged = stages.finish()
+    assert stages.steps_done == 9
+    assert torch.equal(staged(x), whole(x))
+    assert not torch.equal(baked(x), staged(x))  # the snapshot is of the model before fine-tuning
+
+
+def test_baking_a_copy_leaves_the_original_parametrized_model_working(tiny_cnn, tiny_batches) -> None:
+    import copy
+
+    cfg = QuantizationConfig(weight_bits=4)
+    model = cfg.apply_(copy.deepcopy(tiny_cnn), ApplyContext((tiny_batches[0][0],), train=tiny_batches))
+    before = model(tiny_batches[0][0])
+    cfg.bake_(copy.deepcopy(model))
+    assert torch.equal(model(tiny_batches[0][0]), before)  # still fake-quantized, weights intact
