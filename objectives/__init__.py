@@ -23,7 +23,7 @@ from .cost import (
 )
 from .energy import ENERGY_SOURCES, EnergyMj, EnergyModel, measure_energy, open_counter
 from .latency import LatencyMs, measure_latency, median_ci
-from .pareto import hypervolume, knee_index, nondominated_rank, pareto_mask, reference_point
+from .pareto import dominating_count, hypervolume, knee_index, nondominated_rank, pareto_mask, reference_point
 
 
 def default_objectives(*, complexity: str = "size_bytes", energy_source: str = "auto") -> list[Objective]:
@@ -52,6 +52,7 @@ __all__ = [
     "constraint_values",
     "default_objectives",
     "describe_device",
+    "dominating_count",
     "evaluate",
     "hypervolume",
     "knee_index",

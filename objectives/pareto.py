@@ -41,6 +41,18 @@ def pareto_mask(points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
     return nondominated_rank(points) == 0
 
 
+def dominating_count(point: Sequence[float], others: np.ndarray | Sequence[Sequence[float]]) -> int:
+    """How many of ``others`` dominate ``point`` (no worse in every coordinate, better in one).
+
+    Example:
+        >>> dominating_count([1.0, 1.0], [[0.5, 1.0], [1.0, 1.0], [0.0, 2.0], [0.9, 0.9]])
+        2
+    """
+    p = np.asarray(point, dtype=float)
+    arr = np.asarray(others, dtype=float).reshape(-1, len(p))
+    return int(np.sum(np.all(arr <= p, axis=1) & np.any(arr < p, axis=1)))
+
+
 def reference_point(acc0: float, max_accuracy_drop: float | None, n_objectives: int = 4) -> np.ndarray:
     """The hypervolume reference ``(r, 1, 1, 1)`` in the normalised space (DESIGN.md).
 

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from .runner import Runner, StudyMismatch, TrialEvent, make_sampler
+from .runner import Runner, StudyMismatch, TrialEvent, sampler_for, warm_start_params
+from .samplers import SAMPLERS, SamplerChoice, choose_sampler, make_sampler
 from .trial import TrialEnv, evaluate_recipe
 
-__all__ = ["Runner", "StudyMismatch", "TrialEnv", "TrialEvent", "evaluate_recipe", "make_sampler"]
+__all__ = [
+    "SAMPLERS",
+    "Runner",
+    "SamplerChoice",
+    "StudyMismatch",
+    "TrialEnv",
+    "TrialEvent",
+    "choose_sampler",
+    "evaluate_recipe",
+    "make_sampler",
+    "sampler_for",
+    "warm_start_params",
+]

@@ -34,6 +34,8 @@ from tradeoff.studies import (
     apply_config,
     demo_spec,
     export_bundle,
+    feasibility,
+    least_violating,
     load_config,
     load_spec,
     load_study,
@@ -42,8 +44,9 @@ from tradeoff.studies import (
     resolve_storage_url,
     study_hypervolume,
 )
+from tradeoff.studies import record
 from tradeoff.studies.export import export_program
-from tradeoff.studies.results import ResultsError, objective_names_of, pick, study_spec
+from tradeoff.studies.results import Feasibility, ResultsError, Violation, objective_names_of, pick, study_spec
 from tradeoff.studies.spec import Spec, demo_spec_text
 
 from .runner import Runner, StudyMismatch, TrialEvent
@@ -141,11 +144,119 @@ def _fmt_values(values: dict[str, float]) -> str:
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
-    counts = {s.name.lower(): 0 for s in (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)}
+    """Trials by state; ``stopped`` (PRUNED at a fidelity rung), ``screened`` and ``duplicate`` besides."""
+    counts = {s: 0 for s in ("complete", "fail", "running", "stopped", "screened", "duplicate")}
     for t in study.get_trials(deepcopy=False):
-        key = t.state.name.lower()
+        key = "stopped" if t.state == TrialState.PRUNED else t.state.name.lower()
         counts[key] = counts.get(key, 0) + 1
+        counts["screened"] += bool(t.user_attrs.get(record.SCREENED))
+        counts["duplicate"] += record.DUPLICATE_OF in t.user_attrs
     return counts
+
+
+CONSTRAINT_LABELS = {
+    "max_accuracy_drop": "accuracy drop",
+    "max_latency_ms": "latency",
+    "max_size_bytes": "size",
+    "max_energy_mj": "energy",
+}
+LEAST_SHOWN = 5  # least-violating trials listed when no trial is feasible
+
+
+def _fmt_constraint(name: str, value: float) -> str:
+    """A limit, or by how much it is missed, in the constraint's unit (accuracy drop in points)."""
+    if name == "max_accuracy_drop":
+        return f"{value * 100:.2f} pt"
+    if name == "max_latency_ms":
+        return f"{value:.3f} ms"
+    if name == "max_size_bytes":
+        return f"{value:,.0f} B" if abs(value) < 10 * 1024 else f"{value / 1024:.1f} KiB"
+    if name == "max_energy_mj":
+        return f"{value:.3g} mJ"
+    return f"{value:.4g}"
+
+
+def _fmt_limits(limits: dict[str, float]) -> str:
+    return ", ".join(f"{CONSTRAINT_LABELS.get(k, k)} <= {_fmt_constraint(k, v)}" for k, v in limits.items())
+
+
+def _infeasible_json(feas: Feasibility, least: list[Violation]) -> dict[str, Any]:
+    return {
+        "feasible": False,
+        "constraints": feas.limits,
+        "candidates": feas.candidates,
+        "least_violating": [v.as_json() for v in least],
+    }
+
+
+MISS_HEADERS = {  # column headers of by how much each limit is missed, in the unit of the column
+    "max_accuracy_drop": "drop+ pt",
+    "max_latency_ms": "+ms",
+    "max_size_bytes": "+B",
+    "max_energy_mj": "+mJ",
+}
+
+
+def _fmt_miss(name: str, value: float) -> str:
+    """By how much a constraint is missed, in the unit its column header names; ``ok`` when met."""
+    if value <= 0:
+        return "ok"
+    if name == "max_accuracy_drop":
+        return f"{value * 100:.2f}"
+    if name == "max_latency_ms":
+        return f"{value:.3f}"
+    if name == "max_size_bytes":
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _print_least_violating(study: optuna.Study, feas: Feasibility, least: list[Violation]) -> None:
+    """Say that no trial meets the constraints, then list the trials that come closest."""
+    out.print(
+        f"study {study.study_name}: [bold]no trial meets the constraints[/] ({_fmt_limits(feas.limits)}); "
+        f"all {feas.candidates} completed candidates miss at least one, and so does the baseline. To get a "
+        "feasible front, loosen \\[constraints] in the spec or run more trials (tradeoff launch SPEC --trials N).",
+        highlight=False,
+    )
+    table = Table(
+        title=f"the {len(least)} least-violating trials of {study.study_name}, closest to the constraints first",
+        caption="bits = weight/activation · drop+ pt, +ms, +B, +mJ: by how much a limit is missed (ok = met) · "
+        "viol = the misses summed, each relative to the baseline accuracy (accuracy drop) or to its limit",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0),
+        pad_edge=False,
+    )
+    complexity = objective_names_of(study)[1]
+    names = list(feas.limits) or sorted({k for v in least for k in v.constraints})
+    for col in (
+        "trial",
+        "prune",
+        "bits",
+        "acc",
+        _complexity_header(complexity),
+        "ms",
+        "mJ",
+        *(MISS_HEADERS.get(n, f"{n}+") for n in names),
+        "viol",
+        "cost",
+    ):
+        table.add_column(col, justify="right", no_wrap=True)
+    for v in least:
+        r = v.trial.user_attrs.get("recipe") or {}
+        p, q = r.get("pruning", {}), r.get("quantization", {})
+        table.add_row(
+            str(v.trial.number),
+            f"{p.get('ratio', 0):.2f}",
+            f"{q.get('weight_bits', 32)}/{q.get('activation_bits', 32)}",
+            f"{v.values['accuracy']:.4f}",
+            _fmt_complexity(complexity, v.values[complexity]),
+            f"{v.values['latency_ms']:.3f}",
+            f"{v.values['energy_mj']:.3g}",
+            *("-" if n not in v.constraints else _fmt_miss(n, v.constraints[n]) for n in names),
+            f"{v.violation:.3f}",
+            f"{v.cost:.3f}",
+        )
+    out.print(table)
 
 
 def _hypervolume_or_none(study: optuna.Study) -> float | None:
@@ -175,7 +286,16 @@ def _run(spec: Spec, storage: str | None, trials: int | None) -> None:
     )
 
     def on_event(ev: TrialEvent) -> None:
-        last = _fmt_values(ev.values) if ev.values else f"FAILED ({ev.error})"
+        if ev.state == "STOPPED":
+            last = "stopped at a fidelity rung (dominated there)"
+        elif ev.values is None:
+            last = f"FAILED ({ev.error})" if ev.error else f"{ev.state.lower()} of trial {ev.duplicate_of}"
+        else:
+            last = _fmt_values(ev.values)
+            if ev.state == "SCREENED":
+                last += " · screened: a size/latency/energy limit fails before fine-tuning"
+            elif ev.state == "DUPLICATE":
+                last += f" · same recipe as trial {ev.duplicate_of}: result reused"
         hv = f"{ev.hypervolume:.4f}" if ev.hypervolume is not None else "-"
         line = f"front {ev.front_size} · hv {hv} · #{ev.number}: {last}"
         progress.update(bar, completed=ev.done, description=line)
@@ -192,6 +312,14 @@ def _run(spec: Spec, storage: str | None, trials: int | None) -> None:
 
 def _print_front(study: optuna.Study, weights: Weights | None, *, as_json: bool) -> None:
     entries = ranked_front(study, weights)
+    least = least_violating(study, LEAST_SHOWN, weights) if not entries else []
+    if least:  # completed candidates, none feasible: a valid answer, with the trials closest to feasible
+        feas = feasibility(study)
+        if as_json:
+            _json(_infeasible_json(feas, least))
+        else:
+            _print_least_violating(study, feas, least)
+        return
     if as_json:
         _json([e.as_json() for e in entries])
         return
@@ -353,6 +481,8 @@ def ls_cmd(storage: StorageOpt = None, as_json: JsonOpt = False) -> None:
 def show(study: StudyArg, storage: StorageOpt = None, as_json: JsonOpt = False, weights: WeightsOpt = None) -> None:
     """Show a study: its spec, budget, progress, best so far and hypervolume.
 
+    When no completed trial meets the constraints, the least-violating trials instead of the best.
+
     Example: tradeoff show digits-demo
     """
 
@@ -362,6 +492,8 @@ def show(study: StudyArg, storage: StorageOpt = None, as_json: JsonOpt = False, 
         w = _parse_weights(weights, s)
         counts = _counts(s)
         front = ranked_front(s, w) if counts["complete"] else []
+        least = least_violating(s, LEAST_SHOWN, w) if counts["complete"] and not front else []
+        feas = feasibility(s)
         data = {
             "study": s.study_name,
             "task": spec.task.name,
@@ -369,28 +501,37 @@ def show(study: StudyArg, storage: StorageOpt = None, as_json: JsonOpt = False, 
             "weights": (w or spec.weights()).as_dict(),
             "constraints": {k: v for k, v in spec.constraints.model_dump().items() if v is not None},
             "sampler": spec.study.sampler,
+            "sampler_chosen": s.user_attrs.get(record.STUDY_SAMPLER),
             "seed": spec.study.seed,
             "budget": spec.study.n_trials,
             "trials": counts,
+            "feasible": bool(front) if front or feas.candidates else None,
             "front_size": len(front),
             "hypervolume": _hypervolume_or_none(s),
             "best_cost": front[0].as_json() if front else None,
             "knee": pick(s, "knee", w).as_json() if front else None,
+            "least_violating": [v.as_json() for v in least],
             "spec": spec.to_dict(),
         }
         if as_json:
             _json(data)
             return
+        chosen = data["sampler_chosen"]
+        sampler = spec.study.sampler
+        if chosen and chosen["name"] != sampler:
+            sampler = f"{sampler} -> {chosen['name']} ({chosen['reason']})"
+        out.print(f"[bold]{s.study_name}[/] · task {spec.task.name} · sampler {sampler} · seed {spec.study.seed}")
         out.print(
-            f"[bold]{s.study_name}[/] · task {spec.task.name} · sampler {spec.study.sampler} · seed {spec.study.seed}"
-        )
-        out.print(
-            f"trials: {counts['complete']} complete, {counts['fail']} failed, {counts['running']} running "
-            f"of a budget of {spec.study.n_trials}"
+            f"trials: {counts['complete']} complete ({counts['screened']} screened before fine-tuning, "
+            f"{counts['duplicate']} reusing a duplicate), {counts['stopped']} stopped at a rung, "
+            f"{counts['fail']} failed, {counts['running']} running of a budget of {spec.study.n_trials}"
         )
         out.print(f"objectives: {', '.join(data['objectives'])} · weights {data['weights']}")
         if data["constraints"]:
             out.print(f"constraints: {data['constraints']}")
+        if least:
+            _print_least_violating(s, feas, least)
+            return
         hv = data["hypervolume"]
         out.print(
             f"front: {len(front)} feasible trials · hypervolume {hv:.4f}" if hv is not None else "front: none yet"
@@ -406,6 +547,9 @@ def show(study: StudyArg, storage: StorageOpt = None, as_json: JsonOpt = False, 
 @app.command()
 def pareto(study: StudyArg, storage: StorageOpt = None, as_json: JsonOpt = False, weights: WeightsOpt = None) -> None:
     """Show the feasible Pareto front, ranked by weighted cost.
+
+    When no completed trial meets the constraints, says so and lists the least-violating trials (with --json:
+    {"feasible": false, "least_violating": [...]}); the exit code is 0 either way.
 
     Example: tradeoff pareto digits-demo --weights accuracy=1 --json
     """

@@ -8,21 +8,24 @@ re-run resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from tradeoff.objectives import DIRECTIONS
+from tradeoff.objectives import DIRECTIONS, dominating_count, normalise
 from tradeoff.spaces import RecipeSpace
 from tradeoff.studies import TrialRecord, load_task, open_storage, record
-from tradeoff.studies.results import ResultsError, baseline_trial, study_hypervolume
-from tradeoff.studies.spec import Spec
+from tradeoff.studies.results import ResultsError, baseline_trial, objective_names_of, study_hypervolume
+from tradeoff.studies.spec import Spec, SpecError
 from tradeoff.studies.storage import sqlite_path
 from tradeoff.studies.tasks import weights_sha256
 
+from .samplers import SamplerChoice, choose_sampler, make_sampler
 from .trial import TrialEnv, evaluate_recipe, with_baseline
 
 INTERRUPTED = "interrupted: the process stopped while the trial ran"
@@ -32,18 +35,64 @@ class StudyMismatch(ValueError):
     """The named study exists but was launched with a different spec."""
 
 
-def make_sampler(spec: Spec) -> optuna.samplers.BaseSampler:
-    """The sampler the spec names, seeded. ``auto`` is TPE for now (categorical bit-width knobs,
-    ~9 ms a suggestion here, Optuna's multi-objective default); budget-aware choice comes later."""
-    seed = spec.study.seed
+def sampler_for(spec: Spec, space: RecipeSpace) -> tuple[optuna.samplers.BaseSampler, SamplerChoice]:
+    """The spec's sampler, seeded; ``auto`` chooses from the space's knobs and the budget."""
     name = spec.study.sampler
-    if name in ("auto", "tpe"):
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
+    if name == "auto":
+        choice = choose_sampler(space.distributions(), spec.study.n_trials)
+    else:
+        choice = SamplerChoice(name, "named in the spec")
+    return make_sampler(choice.name, seed=spec.study.seed), choice
+
+
+AUTO_WARM_STARTS: tuple[dict[str, Any], ...] = (  # what a practitioner tries first, where the space holds it
+    {"pruning.ratio": 0.0, "quantization.weight_bits": 8, "quantization.activation_bits": 8},  # uniform int8
+    {"pruning.ratio": 0.25, "quantization.weight_bits": 8, "quantization.activation_bits": 8},
+    {"pruning.ratio": 0.5, "quantization.weight_bits": 8, "quantization.activation_bits": 8},
+)
+WARM_DISTILLATION = {"distillation.temperature": 4.0, "distillation.alpha": 0.5}  # Hinton et al.'s usual pick
+
+
+def _inside(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
+
+
+def warm_start_params(spec: Spec, space: RecipeSpace) -> list[dict[str, Any]]:
+    """The configs enqueued right after the baseline, as trial parameters (knobs left out are sampled).
+
+    ``"auto"``: :data:`AUTO_WARM_STARTS`, each value applied to a knob and its per-group variants
+    (``pruning.ratio@stage1``), keeping only values the space holds, with T and alpha at
+    :data:`WARM_DISTILLATION` where in range. A spec's own list is checked knob by knob.
+
+    Raises:
+        SpecError: a listed knob is not in the space, or its value is outside the knob's range.
+    """
+    dists = space.distributions()
+    warm = spec.search.warm_start
+    if warm == "auto":
+        out: list[dict[str, Any]] = []
+        for base in AUTO_WARM_STARTS:
+            wanted = {**base, **WARM_DISTILLATION}
+            params = {n: wanted[n.split("@", 1)[0]] for n in dists if n.split("@", 1)[0] in wanted}
+            params = {n: v for n, v in params.items() if _inside(dists[n], v)}
+            tried = {n.split("@", 1)[0] for n in params}
+            if not {"quantization.weight_bits", "pruning.ratio"} & tried or params in out:
+                continue  # the space cannot hold this config (e.g. no 8-bit choice): skip it
+            out.append(params)
+        return out
+    problems = []
+    for i, params in enumerate(warm):
+        for name, value in params.items():
+            if name not in dists:
+                problems.append(f"search.warm_start[{i}].{name}: not a knob of this space; knobs: {', '.join(dists)}")
+            elif not _inside(dists[name], value):
+                problems.append(f"search.warm_start[{i}].{name}: {value!r} is outside the knob's range {dists[name]}")
+    if problems:
+        raise SpecError("invalid warm start(s):\n  " + "\n  ".join(problems))
+    return [dict(p) for p in warm]
 
 
 def _comparable(spec_dict: dict) -> dict:
@@ -53,15 +102,19 @@ def _comparable(spec_dict: dict) -> dict:
 
 
 def _counted(t: optuna.trial.FrozenTrial) -> bool:
-    """Trials that use up the budget: completed ones and real failures (not interruptions)."""
-    if t.state == TrialState.COMPLETE:
+    """Trials that use up the budget: completed, stopped at a rung, real failures (not interruptions)."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return t.state == TrialState.FAIL and t.user_attrs.get(record.ERROR) != INTERRUPTED
 
 
 @dataclass
 class TrialEvent:
-    """What the runner reports after each trial (for progress displays)."""
+    """What the runner reports after each trial (for progress displays).
+
+    ``state`` is ``COMPLETE``, ``SCREENED`` (complete, infeasible before fine-tuning), ``STOPPED``
+    (a fidelity rung stopped it; no values), ``DUPLICATE`` (reused trial ``duplicate_of``) or ``FAIL``.
+    """
 
     number: int
     state: str
@@ -71,6 +124,7 @@ class TrialEvent:
     front_size: int
     hypervolume: float | None = None
     error: str | None = None
+    duplicate_of: int | None = None
 
 
 class Runner:
@@ -96,28 +150,37 @@ class Runner:
         self.n_trials = n_trials if n_trials is not None else spec.study.n_trials
         self.on_event = on_event or (lambda event: None)
 
-    def open_study(self) -> optuna.Study:
-        """Create the study, or load it and check it was launched with the same spec."""
+    def open_study(self, space: RecipeSpace) -> tuple[optuna.Study, bool]:
+        """Create the study, or load it and check it was launched with the same spec.
+
+        Returns the study and whether it was created now. A resumed study keeps the sampler it
+        was created with (what ``auto`` chose is stored on it).
+        """
         storage = open_storage(self.storage_url)
         name = self.spec.study.name
         if name in optuna.get_all_study_names(storage):
-            study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(self.spec))
+            study = optuna.load_study(study_name=name, storage=storage)
             stored = study.user_attrs.get(record.STUDY_SPEC)
             if stored is not None and _comparable(stored) != _comparable(self.spec.to_dict()):
                 raise StudyMismatch(
                     f"study {name!r} already exists in {self.storage_url} with a different spec; "
                     "give the study a new name, or launch it with the spec it was created with."
                 )
-            return study
-        study = optuna.create_study(
-            study_name=name, storage=storage, directions=list(DIRECTIONS), sampler=make_sampler(self.spec)
-        )
+            chosen = study.user_attrs.get(record.STUDY_SAMPLER)
+            if chosen is not None:
+                study.sampler = make_sampler(chosen["name"], seed=self.spec.study.seed)
+            else:
+                study.sampler = sampler_for(self.spec, space)[0]
+            return study, False
+        sampler, choice = sampler_for(self.spec, space)
+        study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS), sampler=sampler)
         with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use; the names matter
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(self.spec.objective_names()))
         study.set_user_attr(record.STUDY_FORMAT_KEY, record.STUDY_FORMAT)
         study.set_user_attr(record.STUDY_SPEC, self.spec.to_dict())
-        return study
+        study.set_user_attr(record.STUDY_SAMPLER, choice.as_json())
+        return study, True
 
     def _fail_stale(self, study: optuna.Study) -> None:
         """An embedded (SQLite) study has one host: a RUNNING trial left there was interrupted."""
@@ -130,19 +193,23 @@ class Runner:
     def run(self) -> optuna.Study:
         """Build the task, open the study, record the baseline if needed, run until the budget is met."""
         task = load_task(self.spec.task.name, self.spec.task.kwargs)
+        space = self.spec.recipe_space(task.model)
+        warm = warm_start_params(self.spec, space)  # checked before anything is written
         env = TrialEnv.prepare(self.spec, task)
-        study = self.open_study()
+        study, created = self.open_study(space)
         study.set_user_attr(
             record.STUDY_TASK, {"name": task.name, "teacher_sha256": weights_sha256(task.model), "info": task.info}
         )
         self._fail_stale(study)
-        space = self.spec.recipe_space(task.model)
         seed0 = self.spec.study.seed or 0
 
         try:
             env = with_baseline(env, TrialRecord.read(baseline_trial(study), env.names))
         except ResultsError:  # no baseline yet: trial 0 (or the first trial after an interrupted one)
             env = self._run_baseline(study, env, space, seed0)
+            if created:
+                for params in warm[: self.n_trials - 1]:  # right after the baseline, within the budget
+                    study.enqueue_trial(params, skip_if_exists=True)
 
         while (done := sum(map(_counted, study.get_trials(deepcopy=False)))) < self.n_trials:
             self._run_one(study, env, space, seed0 + done)
@@ -164,14 +231,26 @@ class Runner:
             values=rec.value_list(),
         )
         rec.write(trial)
+        trial.set_user_attr(record.HYPERVOLUME, 0.0)  # the baseline is the reference corner: it adds nothing
         study.add_trial(trial)
-        self._emit(study, study.get_trials(deepcopy=False)[-1].number, rec.values, hypervolume=0.0)
+        self._emit(study, study.get_trials(deepcopy=False)[-1].number, "COMPLETE", rec.values, hypervolume=0.0)
         return with_baseline(env, rec)
 
     def _run_one(self, study: optuna.Study, env: TrialEnv, space: RecipeSpace, seed: int) -> None:
         trial = study.ask()
         try:
-            rec = evaluate_recipe(space.sample(trial), env, seed=seed)
+            recipe = space.sample(trial)
+            if self.spec.search.reuse_duplicates and self._reuse(study, trial, json.loads(recipe.to_json())):
+                return
+            search = self.spec.search
+            rec = evaluate_recipe(
+                recipe,
+                env,
+                seed=seed,
+                screen=search.screen,
+                rungs=search.rungs,
+                on_rung=lambda fraction, steps, values: self._at_rung(study, trial, env, fraction, values),
+            )
         except KeyboardInterrupt:
             trial.set_user_attr(record.ERROR, INTERRUPTED)
             study.tell(trial, state=TrialState.FAIL)
@@ -180,30 +259,102 @@ class Runner:
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             trial.set_user_attr(record.ERROR, error)
             study.tell(trial, state=TrialState.FAIL)
-            self._emit(study, trial.number, None, error=error)
+            self._emit(study, trial.number, "FAIL", None, error=error)
             return
         rec.write(trial)
+        if rec.stopped:  # low-fidelity accuracy is never told as a value: the trial is PRUNED
+            study.tell(trial, state=TrialState.PRUNED)
+            self._emit(study, trial.number, "STOPPED", None)
+            return
+        hv = self._hypervolume_with(study, env, rec)
+        trial.set_user_attr(record.HYPERVOLUME, hv)
         study.tell(trial, rec.value_list())
-        self._emit(study, trial.number, rec.values)
+        self._emit(study, trial.number, "SCREENED" if rec.screened else "COMPLETE", rec.values, hypervolume=hv)
+
+    def _reuse(self, study: optuna.Study, trial: optuna.Trial, recipe: dict[str, Any]) -> bool:
+        """When a finished trial applied the same recipe, copy its outcome onto ``trial`` and say so.
+
+        ``recipe`` is compared as stored (JSON: tuples are lists).
+
+        Its values, constraints and user attributes (seed included: an export rebuilds the same
+        model) are copied, with ``duplicate_of`` naming the trial; its state too (a stopped or
+        failed recipe stays stopped or failed).
+        """
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+            if t.user_attrs.get(record.RECIPE) != recipe or t.user_attrs.get(record.ROLE) == "baseline":
+                continue
+            if t.state == TrialState.FAIL and t.user_attrs.get(record.ERROR) == INTERRUPTED:
+                continue
+            original = t.user_attrs.get(record.DUPLICATE_OF, t.number)
+            for key, value in t.user_attrs.items():
+                if key != record.HYPERVOLUME:
+                    trial.set_user_attr(key, value)
+            trial.set_user_attr(record.DUPLICATE_OF, original)
+            for name, value in t.constraints.items():
+                trial.set_constraint(name, value)
+            if t.state == TrialState.COMPLETE:
+                trial.set_user_attr(record.HYPERVOLUME, study_hypervolume(study))  # a copy adds no volume
+                study.tell(trial, list(t.values))
+                values = dict(zip(objective_names_of(study), t.values, strict=True))
+            else:
+                study.tell(trial, state=t.state)
+                values = None
+            self._emit(study, trial.number, "DUPLICATE", values, duplicate_of=original)
+            return True
+        return False
+
+    def _at_rung(
+        self, study: optuna.Study, trial: optuna.Trial, env: TrialEnv, fraction: float, values: dict[str, float]
+    ) -> bool:
+        """Record the trial's point at a rung; stop it when enough trials at that rung dominate it.
+
+        The point is the trial's accuracy at that rung (on the fixed validation subset) with its
+        size, latency and energy (final already: they do not depend on fine-tuning), normalised to
+        the baseline. Other trials' points at the same rung are read from the storage, so workers on
+        other hosts compare with each other too.
+        """
+        key = f"{fraction:g}"
+        points = dict(trial.user_attrs.get(record.RUNG_POINT) or {})
+        points[key] = values
+        trial.set_user_attr(record.RUNG_POINT, points)
+        base = env.baseline or {}
+        mine = normalise(values, base, env.names)
+        others = [
+            normalise(t.user_attrs[record.RUNG_POINT][key], base, env.names)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+            if t.number != trial.number
+            and key in (t.user_attrs.get(record.RUNG_POINT) or {})
+            and record.DUPLICATE_OF not in t.user_attrs  # a copy is not a second opinion
+        ]
+        return len(others) > 0 and dominating_count(mine, others) >= self.spec.search.stop_dominated_by
+
+    def _hypervolume_with(self, study: optuna.Study, env: TrialEnv, rec: TrialRecord) -> float:
+        """The study's feasible hypervolume once ``rec`` (not told yet) is counted."""
+        extra = rec.values if all(v <= 0 for v in rec.constraints.values()) else None
+        return study_hypervolume(study, extra=extra)
 
     def _emit(
         self,
         study: optuna.Study,
         number: int,
+        state: str,
         values: Mapping[str, float] | None,
         *,
         error: str | None = None,
         hypervolume: float | None = None,
+        duplicate_of: int | None = None,
     ) -> None:
         self.on_event(
             TrialEvent(
                 number=number,
-                state="COMPLETE" if error is None else "FAIL",
+                state=state,
                 values=dict(values) if values is not None else None,
                 done=sum(map(_counted, study.get_trials(deepcopy=False))),
                 total=self.n_trials,
                 front_size=len(study.best_trials),
                 hypervolume=study_hypervolume(study) if hypervolume is None else hypervolume,
                 error=error,
+                duplicate_of=duplicate_of,
             )
         )
+

@@ -6,13 +6,15 @@ Knows nothing of Optuna beyond what a trial stores (:class:`~tradeoff.studies.re
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from tradeoff.objectives import (
+    Accuracy,
     Constraints,
     EvalContext,
     Measurement,
@@ -21,10 +23,10 @@ from tradeoff.objectives import (
     default_objectives,
     describe_device,
 )
-from tradeoff.spaces import ApplyContext, Recipe, compress
+from tradeoff.spaces import ApplyContext, Compression, Recipe
 from tradeoff.studies import Task, TrialRecord
 from tradeoff.studies.spec import Spec
-from tradeoff.studies.tasks import shared_inputs
+from tradeoff.studies.tasks import shared_inputs, val_subset
 
 
 @dataclass
@@ -44,6 +46,7 @@ class TrialEnv:
     device: str
     objectives: list[Objective]
     backend: str = "auto"  # how int8 executes (spec target.backend)
+    rung_val: list[Any] = field(default_factory=list)  # fixed validation subset scored at fidelity rungs
     baseline: dict[str, float] | None = None
 
     @property
@@ -63,11 +66,14 @@ class TrialEnv:
             device=spec.target.device,
             objectives=default_objectives(complexity=spec.objectives.complexity, energy_source=spec.target.energy),
             backend=spec.target.backend,
+            rung_val=val_subset(task.val, spec.search.rung_val_size),
         )
 
 
-def _measure_all(scored: nn.Module, ctx: EvalContext, objectives: list[Objective]) -> dict[str, Measurement]:
-    return {obj.name: obj.measure(scored, ctx) for obj in objectives}
+def _measure(
+    scored: nn.Module, ctx: EvalContext, objectives: list[Objective], names: tuple[str, ...]
+) -> dict[str, Measurement]:
+    return {obj.name: obj.measure(scored, ctx) for obj in objectives if obj.name in names}
 
 
 def _provenance(m: Measurement, ctx: EvalContext) -> dict[str, Any]:
@@ -83,8 +89,32 @@ def _provenance(m: Measurement, ctx: EvalContext) -> dict[str, Any]:
     return {**common, **m.provenance()}
 
 
-def evaluate_recipe(recipe: Recipe, env: TrialEnv, *, seed: int | None = None) -> TrialRecord:
-    """Apply ``recipe`` to the task's model and measure the four objectives and every raw figure.
+RungCallback = Callable[[float, int, dict[str, float]], bool]
+"""``(fraction, steps_done, values at the rung) -> stop?``: asked at each fidelity rung."""
+
+
+def _subset_samples(batches: Sequence[Any]) -> int:
+    return sum(len(targets) for _, targets in batches)
+
+
+def evaluate_recipe(
+    recipe: Recipe,
+    env: TrialEnv,
+    *,
+    seed: int | None = None,
+    screen: bool = True,
+    rungs: Sequence[float] = (),
+    on_rung: RungCallback | None = None,
+) -> TrialRecord:
+    """Apply ``recipe`` to the task's model, measure it, and return everything a trial stores.
+
+    Order (DESIGN.md, "How data flows"): prune and attach quantization -> build the deployable form
+    and measure what does not depend on fine-tuned weights (complexity, latency, energy) -> with
+    ``screen``, when a size/latency/energy constraint already fails, stop there with the zero-shot
+    accuracy (``screened``) -> distil, pausing at each of ``rungs`` (fractions of the steps) to score
+    accuracy on ``env.rung_val`` and ask ``on_rung`` whether to stop (``stopped``: the record's
+    accuracy is then that rung's, on the subset, and must not be told as a final value) -> bake,
+    then accuracy on the whole validation set, complexity and energy of the final model.
 
     With ``env.baseline`` unset the recipe is taken as the baseline itself (role ``baseline``):
     its latency is an absolute median; later trials are timed interleaved with the teacher and
@@ -99,45 +129,102 @@ def evaluate_recipe(recipe: Recipe, env: TrialEnv, *, seed: int | None = None) -
         threads=env.threads,
         backend=env.backend,
     )
-    compressed = compress(recipe, env.task.model, ctx_apply)
+    stages = Compression(recipe, env.task.model, ctx_apply)
+    snapshot, deployed = stages.snapshot()  # before fine-tuning: what executes, and what it weighs
+    weight_bits = recipe.quantization.weight_bits_by_layer(snapshot)
+
+    def context(val: Any) -> EvalContext:
+        return EvalContext(
+            example_inputs=env.example_inputs,
+            val=val,
+            metric=env.task.metric,
+            weight_bits=weight_bits,
+            activation_bits=recipe.quantization.activation_bits,
+            executable=deployed.module,
+            executed_as=deployed.executed_as,
+            execution={"backend": deployed.backend, "note": deployed.note},
+            reference=None if is_baseline else env.task.model,
+            reference_latency_ms=None if is_baseline else env.baseline["latency_ms"],
+            threads=env.threads,
+            device=env.device,
+        )
+
     start = time.perf_counter()
-    ctx = EvalContext(
-        example_inputs=env.example_inputs,
-        val=env.task.val,
-        metric=env.task.metric,
-        weight_bits=compressed.weight_bits,
-        activation_bits=compressed.activation_bits,
-        executable=compressed.executable,
-        executed_as=compressed.executed_as,
-        execution={"backend": compressed.backend, "note": compressed.note},
-        reference=None if is_baseline else env.task.model,
-        reference_latency_ms=None if is_baseline else env.baseline["latency_ms"],
-        threads=env.threads,
-        device=env.device,
-    )
-    measured = _measure_all(compressed.scored, ctx, env.objectives)
-    values = {name: measured[name].value for name in env.names}
-    prof = ctx.profile(compressed.scored)  # shared with the energy and complexity objectives
-    figures: dict[str, float] = {**prof.figures(), "accuracy": values["accuracy"]}
-    lat, energy = measured["latency_ms"].details, measured["energy_mj"].details
-    for key in ("median_ms", "iqr_ms", "ci_halfwidth", "rounds", "repeats", "ratio", "reference_ms"):
-        if key in lat:
-            figures[f"latency_{key}"] = lat[key]
-    for key in ("compute_pj", "weights_pj", "activations_pj", "estimated_mj", "idle_w", "gross_mj"):
-        if key in energy:
-            figures[f"energy_{key}"] = energy[key]
-    seconds = {**compressed.seconds, "measure": time.perf_counter() - start}
-    return TrialRecord(
-        role="baseline" if is_baseline else "candidate",
-        recipe=recipe.to_dict(),
-        values=values,
-        figures=figures,
-        provenance={name: _provenance(m, ctx) for name, m in measured.items()},
-        constraints=constraint_values({**figures, **values}, env.baseline or values, env.constraints),
-        executed_as=compressed.executed_as,
-        seconds={k: round(v, 4) for k, v in seconds.items()},
-        seed=seed,
-    )
+    cheap_names = tuple(n for n in env.names if n != "accuracy")
+    ctx = context(env.task.val)
+    pre = _measure(snapshot, ctx, env.objectives, cheap_names)
+    measure_s = time.perf_counter() - start
+    cheap = {name: pre[name].value for name in cheap_names}
+    rung_log: list[dict[str, Any]] = []
+
+    def finish(scored: nn.Module, accuracy: Measurement, *, screened: bool = False, stopped: bool = False):
+        nonlocal measure_s
+        t0 = time.perf_counter()
+        measured = dict(pre)
+        if not (screened or stopped):  # the final model: its own size, MACs and energy (latency: the built form)
+            measured.update(_measure(scored, ctx, env.objectives, tuple(n for n in cheap_names if n != "latency_ms")))
+        measured["accuracy"] = accuracy
+        values = {name: measured[name].value for name in env.names}
+        prof = ctx.profile(scored)
+        figures: dict[str, Any] = {**prof.figures(), "accuracy": values["accuracy"]}
+        lat, energy = measured["latency_ms"].details, measured["energy_mj"].details
+        for key in ("median_ms", "iqr_ms", "ci_halfwidth", "rounds", "repeats", "ratio", "reference_ms"):
+            if key in lat:
+                figures[f"latency_{key}"] = lat[key]
+        for key in ("compute_pj", "weights_pj", "activations_pj", "estimated_mj", "idle_w", "gross_mj"):
+            if key in energy:
+                figures[f"energy_{key}"] = energy[key]
+        measure_s += time.perf_counter() - t0
+        seconds = {**stages.seconds, "measure": measure_s}
+        return TrialRecord(
+            role="baseline" if is_baseline else "candidate",
+            recipe=recipe.to_dict(),
+            values=values,
+            figures=figures,
+            provenance={name: _provenance(m, ctx) for name, m in measured.items()},
+            constraints=constraint_values({**figures, **values}, env.baseline or values, env.constraints),
+            executed_as=deployed.executed_as,
+            seconds={k: round(v, 4) for k, v in seconds.items()},
+            screened=screened,
+            stopped=stopped,
+            rungs=rung_log,
+            seed=seed,
+        )
+
+    accuracy = Accuracy()
+    if screen and not is_baseline:
+        cheap_limits = replace(env.constraints, max_accuracy_drop=None)
+        before = {**ctx.profile(snapshot).figures(), **cheap}
+        violated = {k: v for k, v in constraint_values(before, env.baseline, cheap_limits).items() if v > 0}
+        if violated:  # no fine-tuning can mend these: score it as it stands and stop
+            t0 = time.perf_counter()
+            zero_shot = accuracy.measure(snapshot, ctx)
+            measure_s += time.perf_counter() - t0
+            return finish(snapshot, zero_shot, screened=True)
+
+    steps = recipe.distillation.steps
+    if on_rung is not None and not is_baseline and steps > 0:
+        rung_ctx = context(env.rung_val)
+        for fraction in rungs:
+            n = int(round(fraction * steps))
+            if n <= stages.steps_done or n >= steps:
+                continue
+            stages.distil_to(n)
+            t0 = time.perf_counter()
+            acc = accuracy.measure(stages.student, rung_ctx)
+            measure_s += time.perf_counter() - t0
+            point = {**cheap, "accuracy": acc.value}
+            rung_log.append(
+                {"fraction": fraction, "steps": n, "samples": _subset_samples(env.rung_val), "accuracy": acc.value}
+            )
+            if on_rung(fraction, n, {name: point[name] for name in env.names}):
+                return finish(snapshot, acc, stopped=True)
+
+    scored = stages.finish()
+    t0 = time.perf_counter()
+    final_accuracy = accuracy.measure(scored, ctx)
+    measure_s += time.perf_counter() - t0
+    return finish(scored, final_accuracy)
 
 
 def with_baseline(env: TrialEnv, record: TrialRecord) -> TrialEnv:

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from .export import CONFIG_FORMAT, ExportError, apply_config, export_bundle, load_config, rebuild
 from .record import TrialRecord
-from .results import FrontEntry, baseline_trial, pick, ranked_front, study_hypervolume, trials_frame
+from .results import (
+    Feasibility,
+    FrontEntry,
+    Violation,
+    baseline_trial,
+    feasibility,
+    least_violating,
+    pick,
+    ranked_front,
+    study_hypervolume,
+    trials_frame,
+)
 from .spec import Spec, SpecError, demo_spec, load_spec, parse_spec
 from .storage import DEFAULT_STORAGE, StorageError, load_study, open_storage, resolve_storage_url
 from .tasks import Task, TaskError, load_task, validate_task
@@ -13,6 +24,7 @@ __all__ = [
     "CONFIG_FORMAT",
     "DEFAULT_STORAGE",
     "ExportError",
+    "Feasibility",
     "FrontEntry",
     "Spec",
     "SpecError",
@@ -20,10 +32,13 @@ __all__ = [
     "Task",
     "TaskError",
     "TrialRecord",
+    "Violation",
     "apply_config",
     "baseline_trial",
     "demo_spec",
     "export_bundle",
+    "feasibility",
+    "least_violating",
     "load_config",
     "load_spec",
     "load_study",

@@ -28,20 +28,41 @@ FIGURES = "figures"  # every raw figure by name (params, macs, bops, latency spr
 PROVENANCE = "provenance"  # per objective: source (measured|estimated), method, unit, details
 EXECUTED_AS = "executed_as"  # the form latency was timed on (e.g. "fp32")
 SECONDS = "seconds"  # wall time per phase: prune, quantize, distil, measure
-SCREENED = "screened"  # True when a cheap constraint failed and fine-tuning was skipped
-STOPPED = "stopped"  # True when a fidelity rung stopped the trial early
+SCREENED = "screened"  # True when a cheap constraint failed and fine-tuning was skipped (told COMPLETE, infeasible)
+STOPPED = "stopped"  # True when a fidelity rung stopped the trial early (told PRUNED: no values)
+RUNGS = "rungs"  # fidelity rungs passed: [{"fraction", "steps", "samples", "accuracy"}] (subset accuracy)
+RUNG_POINT = "rung_point"  # the trial's objectives at its latest rung, {name: value}: what other trials compare to
+HYPERVOLUME = "hypervolume"  # the study's feasible hypervolume once this trial is counted (normalised space)
+DUPLICATE_OF = "duplicate_of"  # number of the trial whose result this one reuses (same recipe), else absent
 ERROR = "error"  # why a FAILED trial failed (one line)
 SEED = "seed"  # the seed the recipe was applied with: the same seed reproduces the model
 
-TRIAL_KEYS = (ROLE, RECIPE, SEED, FIGURES, PROVENANCE, EXECUTED_AS, SECONDS, SCREENED, STOPPED, ERROR)
+TRIAL_KEYS = (
+    ROLE,
+    RECIPE,
+    SEED,
+    FIGURES,
+    PROVENANCE,
+    EXECUTED_AS,
+    SECONDS,
+    SCREENED,
+    STOPPED,
+    RUNGS,
+    RUNG_POINT,
+    HYPERVOLUME,
+    DUPLICATE_OF,
+    ERROR,
+)
+OPTIONAL_TRIAL_KEYS = (RUNG_POINT, DUPLICATE_OF, ERROR)  # set only when they apply; every other key is always set
 
 # ----- study user attributes
 STUDY_FORMAT_KEY = "format"  # "tradeoff.study/1"
 STUDY_FORMAT = "tradeoff.study/1"
 STUDY_SPEC = "spec"  # the validated spec as JSON (Spec.to_dict())
 STUDY_TASK = "task"  # {"name", "teacher_sha256", "info"}: the task as built for this study
+STUDY_SAMPLER = "sampler"  # {"name", "reason"}: the sampler the study runs with (what "auto" chose, and why)
 
-STUDY_KEYS = (STUDY_FORMAT_KEY, STUDY_SPEC, STUDY_TASK)
+STUDY_KEYS = (STUDY_FORMAT_KEY, STUDY_SPEC, STUDY_TASK, STUDY_SAMPLER)
 
 Role = Literal["baseline", "candidate"]
 
@@ -66,6 +87,7 @@ class TrialRecord:
     seconds: Mapping[str, float] = field(default_factory=dict)
     screened: bool = False
     stopped: bool = False
+    rungs: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]] = ()
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -92,6 +114,7 @@ class TrialRecord:
             SECONDS: dict(self.seconds),
             SCREENED: self.screened,
             STOPPED: self.stopped,
+            RUNGS: [dict(r) for r in self.rungs],
         }
 
     def write(self, trial: optuna.Trial | optuna.trial.FrozenTrial) -> None:
@@ -120,6 +143,7 @@ class TrialRecord:
             seconds=a.get(SECONDS, {}),
             screened=bool(a.get(SCREENED, False)),
             stopped=bool(a.get(STOPPED, False)),
+            rungs=tuple(a.get(RUNGS, ())),
             seed=a.get(SEED),
         )
 

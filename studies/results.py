@@ -1,7 +1,9 @@
-"""A study's results: the baseline, the feasible Pareto front, costs, the pick, a DataFrame."""
+"""A study's results: the baseline, the feasible Pareto front, costs, the pick, the least-violating trials when
+nothing is feasible, a DataFrame."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,7 +115,11 @@ def pick(study: optuna.Study, rule: str, weights: Weights | None = None) -> Fron
         v = values_of(t, names)
         return FrontEntry(t, v, normalise(v, base, names), weighted_cost(v, base, weights))
     if not entries:
-        raise ResultsError(f"study {study.study_name!r} has no feasible trial on its front.")
+        raise ResultsError(
+            f"study {study.study_name!r} has no feasible trial on its front: no completed trial meets the "
+            f"constraints; `tradeoff pareto {study.study_name}` lists the least-violating trials, and --pick N "
+            "chooses one of them by number."
+        )
     if rule == "cost":
         return entries[0]
     if rule == "knee":
@@ -122,13 +128,185 @@ def pick(study: optuna.Study, rule: str, weights: Weights | None = None) -> Fron
     raise ResultsError(f"unknown pick rule {rule!r}; use knee, cost or a trial number.")
 
 
-def study_hypervolume(study: optuna.Study) -> float:
-    """Hypervolume of the feasible front in the normalised space (reference ``(r, 1, 1, 1)``)."""
+ACCURACY_DROP = "max_accuracy_drop"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A completed candidate with the constraints it misses: each constraint's value (``<= 0`` when met, else
+    by how much it is missed, in the constraint's unit), that miss relative to its scale, and their sum."""
+
+    trial: FrozenTrial
+    values: dict[str, float]
+    constraints: dict[str, float]
+    relative: dict[str, float]
+    violation: float
+    cost: float
+
+    @property
+    def missed(self) -> tuple[str, ...]:
+        """The names of the constraints this trial misses."""
+        return tuple(name for name, value in self.constraints.items() if value > 0)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "trial": self.trial.number,
+            "params": self.trial.params,
+            "values": self.values,
+            "constraints": self.constraints,
+            "relative": self.relative,
+            "violation": self.violation,
+            "missed": list(self.missed),
+            "cost": self.cost,
+            "role": self.trial.user_attrs.get(record.ROLE, "candidate"),
+            "executed_as": self.trial.user_attrs.get(record.EXECUTED_AS),
+        }
+
+
+@dataclass(frozen=True)
+class Feasibility:
+    """How many completed candidates a study has, how many meet every constraint, and the limits they are held to
+    (the spec's set constraints, e.g. ``{"max_accuracy_drop": 0.01, "max_latency_ms": 0.5}``)."""
+
+    candidates: int
+    feasible: int
+    limits: dict[str, float]
+
+    @property
+    def none_feasible(self) -> bool:
+        """True when there are completed candidates and not one of them meets the constraints."""
+        return self.candidates > 0 and self.feasible == 0
+
+
+def constraint_limits(study: optuna.Study) -> dict[str, float]:
+    """The spec's set constraints by name (``max_accuracy_drop`` in absolute accuracy points, as a fraction)."""
+    return {k: float(v) for k, v in study_spec(study).constraints.model_dump().items() if v is not None}
+
+
+def relative_violation(
+    constraints: Mapping[str, float], baseline_accuracy: float, limits: Mapping[str, float]
+) -> dict[str, float]:
+    """Each missed constraint's miss relative to its scale, so misses in different units add up.
+
+    A constraint value ``c`` is ``<= 0`` when met; a miss ``c > 0`` is divided by its scale:
+
+    * ``max_accuracy_drop`` (a drop in absolute accuracy points): by the baseline accuracy ``acc0``, so a miss
+      is the fraction of the baseline's accuracy lost beyond the allowed drop;
+    * ``max_latency_ms``, ``max_size_bytes``, ``max_energy_mj``: by the limit itself, so a miss is the
+      fraction by which the figure exceeds its limit;
+    * any other constraint (or one with no positive scale): by 1.
+
+    Met constraints contribute 0. The total violation of a trial is the sum of these values.
+
+    Example:
+        >>> rel = relative_violation(
+        ...     {"max_accuracy_drop": 0.045, "max_latency_ms": 0.05, "max_size_bytes": -20.0},
+        ...     baseline_accuracy=0.9,
+        ...     limits={"max_accuracy_drop": 0.01, "max_latency_ms": 0.5, "max_size_bytes": 500.0},
+        ... )
+        >>> {k: round(v, 6) for k, v in rel.items()}
+        {'max_accuracy_drop': 0.05, 'max_latency_ms': 0.1, 'max_size_bytes': 0.0}
+    """
+    out: dict[str, float] = {}
+    for name, value in constraints.items():
+        scale = baseline_accuracy if name == ACCURACY_DROP else limits.get(name)
+        scale = float(scale) if scale is not None and scale > 0 else 1.0
+        out[name] = max(float(value), 0.0) / scale
+    return out
+
+
+def _completed_candidates(study: optuna.Study) -> list[FrozenTrial]:
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get(record.ROLE, "candidate") != "baseline"
+    ]
+
+
+def feasibility(study: optuna.Study) -> Feasibility:
+    """The number of completed candidates (the baseline is not one), how many are feasible, and the limits.
+
+    A candidate is feasible when every constraint value it has is ``<= 0`` (Optuna's rule).
+    """
+    candidates = _completed_candidates(study)
+    feasible = sum(all(v <= 0 for v in t.constraints.values()) for t in candidates)
+    return Feasibility(len(candidates), feasible, constraint_limits(study))
+
+
+def least_violating(study: optuna.Study, n: int | None = 5, weights: Weights | None = None) -> list[Violation]:
+    """The ``n`` completed candidates closest to meeting the constraints (all of them when ``n`` is None).
+
+    Among completed candidate trials that have constraint values (``trial.constraints``, ``<= 0`` when met), the
+    total violation is the sum over missed constraints of the miss divided by its scale (see
+    :func:`relative_violation`)::
+
+        violation = max(0, c_acc) / acc0 + max(0, c_ms) / max_latency_ms
+                    + max(0, c_size) / max_size_bytes + max(0, c_mj) / max_energy_mj
+
+    where ``acc0`` is the baseline's accuracy and the limits are the study spec's. Missing the accuracy drop by
+    4.5 points (0.045) with ``acc0 = 0.9`` (0.05) thus ranks before missing a 0.5 ms limit by 0.05 ms (0.1).
+    Trials are ranked by total violation (feasible ones, at 0, first), then by weighted cost, then by trial
+    number.
+
+    Args:
+        study: a tradeoff study with a completed baseline.
+        n: how many to return; None for all.
+        weights: cost weights for the tie-break (default: the spec's).
+
+    Raises:
+        ResultsError: the study has no spec or no completed baseline yet, or ``weights`` do not match it.
+    """
+    names = objective_names_of(study)
+    weights = _weights_for(study, weights)
+    base = values_of(baseline_trial(study), names)
+    limits = constraint_limits(study)
+    entries = []
+    for t in _completed_candidates(study):
+        if not t.constraints:
+            continue
+        v = values_of(t, names)
+        rel = relative_violation(t.constraints, base["accuracy"], limits)
+        entries.append(Violation(t, v, dict(t.constraints), rel, sum(rel.values()), weighted_cost(v, base, weights)))
+    entries.sort(key=lambda e: (e.violation, e.cost, e.trial.number))
+    return entries if n is None else entries[:n]
+
+
+def study_hypervolume(study: optuna.Study, *, extra: Mapping[str, float] | None = None) -> float:
+    """Hypervolume of the feasible front in the normalised space (reference ``(r, 1, 1, 1)``).
+
+    ``extra``: the values of one more feasible trial, not told yet (the runner stores the
+    hypervolume on a trial before telling it, as a finished trial's attributes are frozen).
+    """
     spec = study_spec(study)
-    base = values_of(baseline_trial(study), objective_names_of(study))
-    entries = ranked_front(study, spec.weights())
+    names = objective_names_of(study)
+    base = values_of(baseline_trial(study), names)
+    points = [e.normalised for e in ranked_front(study, spec.weights())]
+    if extra is not None:
+        points.append(normalise(extra, base, names))
     ref = reference_point(base["accuracy"], spec.constraints.max_accuracy_drop)
-    return hypervolume(np.stack([e.normalised for e in entries]) if entries else np.zeros((0, 4)), ref)
+    return hypervolume(np.stack(points) if points else np.zeros((0, 4)), ref)
+
+
+def hypervolume_history(study: optuna.Study) -> list[dict[str, Any]]:
+    """The study's hypervolume after each finished trial, in completion order, as stored by the runner.
+
+    Each row: ``trial``, ``state``, ``hypervolume`` (``None`` for a stopped or failed trial: the
+    front did not change) and ``elapsed_s`` (seconds from the first trial's start).
+    """
+    done = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    done.sort(key=lambda t: t.datetime_complete)
+    if not done:
+        return []
+    t0 = min(t.datetime_start or t.datetime_complete for t in done)
+    return [
+        {
+            "trial": t.number,
+            "state": t.state.name,
+            "hypervolume": t.user_attrs.get(record.HYPERVOLUME),
+            "elapsed_s": (t.datetime_complete - t0).total_seconds(),
+        }
+        for t in done
+    ]
 
 
 def trials_frame(study: optuna.Study, weights: Weights | None = None) -> pd.DataFrame:

@@ -43,7 +43,8 @@ class _Strict(BaseModel):
 class StudySection(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     n_trials: int = Field(default=30, ge=1)  # trials in the study, the baseline (trial 0) included
-    sampler: Literal["auto", "tpe", "gp", "nsga2", "random"] = "auto"
+    # auto: chosen from the space and the budget (tradeoff.search.samplers); the rest by name
+    sampler: Literal["auto", "tpe", "gp", "nsga2", "nsga3", "random"] = "auto"
     seed: int | None = 0
     storage: str | None = None
 
@@ -189,6 +190,60 @@ class ConstraintsSection(_Strict):
     max_energy_mj: float | None = Field(default=None, gt=0)
 
 
+Fraction = Annotated[float, Strict(), Field(gt=0.0, lt=1.0)]
+
+
+class SearchSection(_Strict):
+    """How the search spends its budget (issue 5): screening, fidelity rungs, duplicates, warm starts."""
+
+    # skip fine-tuning when a size/latency/energy constraint already fails before it: those figures
+    # do not depend on fine-tuned weights, and the sampler still learns the infeasible region
+    screen: bool = True
+    # fractions of the distillation steps at which a trial is scored on a fixed validation subset and
+    # may be stopped; two early looks save most of the steps of hopeless trials; [] turns rungs off
+    rungs: list[Fraction] = [0.25, 0.5]
+    rung_val_size: int = Field(default=1000, ge=1)  # samples scored at a rung: ~0.1 s on the built-in tasks
+    # stop at a rung when this many trials scored at the same rung dominate the trial there (accuracy
+    # at that rung, and the three cheap objectives); 3 keeps one unlucky comparison from stopping it
+    stop_dominated_by: int = Field(default=3, ge=1)
+    reuse_duplicates: bool = True  # a recipe already tried (after rounding) reuses its result
+    # configs tried first, right after the baseline: "auto" (uniform int8, 25 % and 50 % pruning at int8,
+    # where the space holds them), [] for none, or a list of tables of knob values (the rest is sampled)
+    warm_start: Any = "auto"
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs_increasing(cls, rungs: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(rungs, rungs[1:])):
+            raise ValueError(f"must be strictly increasing fractions in (0, 1), got {rungs}")
+        return rungs
+
+    @field_validator("warm_start")
+    @classmethod
+    def _warm_start(cls, warm: Any) -> str | list[dict[str, Any]]:
+        """``"auto"``, or a list of tables; dotted TOML keys (``pruning.ratio = 0.5``) are flattened."""
+        if warm == "auto":
+            return warm
+        if not isinstance(warm, list) or not all(isinstance(w, dict) for w in warm):
+            raise ValueError(
+                "must be 'auto' or a list of tables of knob values, e.g. "
+                f"[{{pruning.ratio = 0.5, quantization.weight_bits = 8}}]; got {warm!r}"
+            )
+        return [_flatten(w) for w in warm]
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"pruning": {"ratio": 0.5}}`` -> ``{"pruning.ratio": 0.5}`` (TOML dotted keys nest)."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 class Spec(_Strict):
     """A whole study spec (the TOML file's tables)."""
 
@@ -198,6 +253,7 @@ class Spec(_Strict):
     space: SpaceSection = SpaceSection()
     objectives: ObjectivesSection = ObjectivesSection()
     constraints: ConstraintsSection = ConstraintsSection()
+    search: SearchSection = SearchSection()
 
     @field_validator("task")
     @classmethod

@@ -176,6 +176,33 @@ class SharedInputs:
     teacher_cache: str = "computed"  # "computed" (the teacher ran, result stored) or "disk" (read back)
 
 
+def _head(inputs: Any, n: int) -> Any:
+    """The first ``n`` samples of a batch's inputs (a tensor, or a tuple/list of them)."""
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(x[:n] for x in inputs)
+    return inputs[:n]
+
+
+def val_subset(val: Iterable[Batch], samples: int) -> list[Batch]:
+    """The first ``samples`` validation samples, as batches kept in memory (the fixed subset
+    fidelity rungs score; final accuracy always uses all of ``val``).
+
+    Example:
+        >>> val = [(torch.zeros(4, 2), torch.arange(4)), (torch.ones(4, 2), torch.arange(4))]
+        >>> [len(t) for _, t in val_subset(val, 6)]
+        [4, 2]
+    """
+    out: list[Batch] = []
+    left = samples
+    for inputs, targets in val:
+        if left <= 0:
+            break
+        take = min(left, len(targets))
+        out.append((_head(inputs, take), targets[:take]))
+        left -= take
+    return out
+
+
 def batches_sha256(batches: list[Batch]) -> str:
     """A hash of materialised ``(inputs, targets)`` batches: values, shapes, dtypes and order."""
     h = hashlib.sha256()

@@ -113,10 +113,43 @@ def test_read_commands_through_typers_runner(demo_dir: Path, monkeypatch) -> Non
     shown = runner.invoke(app, ["show", "digits-demo", "--json"])
     data = json.loads(shown.stdout)
     assert data["trials"]["complete"] == 6 and data["knee"]["trial"] >= 0 and data["objectives"][1] == "size_bytes"
+    assert data["feasible"] is True and data["least_violating"] == []
     assert runner.invoke(app, ["show", "digits-demo"]).exit_code == 0
     assert "digits-demo" in runner.invoke(app, ["ls"]).stdout
     bad = runner.invoke(app, ["pareto", "digits-demo", "--weights", "speed=1"])
     assert bad.exit_code == 2 and "NAME one of accuracy, size_bytes" in bad.output
+
+
+def test_pareto_and_show_list_the_least_violating_trials_when_none_is_feasible(tmp_path: Path) -> None:
+    from tests.studies.test_results import LIMITS, MISSING, constrained_study
+
+    url = f"sqlite:///{tmp_path / 'infeasible.db'}"
+    constrained_study(MISSING, LIMITS, storage=url)  # a hand-made study: no search is run
+    runner = CliRunner()
+    shown = runner.invoke(app, ["pareto", "fake", "--storage", url], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.stdout.split())
+    assert "no trial meets the constraints (accuracy drop <= 1.00 pt, latency <= 0.500 ms, size <= 500 B)" in text
+    assert "all 4 completed candidates miss at least one" in text and "[constraints]" in text
+    assert "the 4 least-violating trials of fake" in text and "drop+ pt +ms +B viol" in text
+    rows = [line.split() for line in shown.stdout.splitlines() if line.split() and line.split()[0].isdigit()]
+    rows = [r for r in rows if len(r) == 12]  # trial prune bits acc KiB ms mJ, the three misses, viol, cost
+    assert [r[0] for r in rows] == ["1", "3", "2", "4"]
+    misses = [["ok", "ok", "5"], ["7.20", "ok", "ok"], ["ok", "0.050", "ok"], ["4.00", "0.100", "ok"]]
+    assert [r[7:10] for r in rows] == misses  # drop in points, latency in ms, size in bytes; ok when met
+    narrow = runner.invoke(app, ["pareto", "fake", "--storage", url], env={"COLUMNS": "80"})
+    assert "…" not in narrow.stdout  # the table fits an 80-column terminal
+
+    as_json = json.loads(runner.invoke(app, ["pareto", "fake", "--storage", url, "--json"]).stdout)
+    assert as_json["feasible"] is False and as_json["candidates"] == 4 and as_json["constraints"] == LIMITS
+    assert [e["trial"] for e in as_json["least_violating"]] == [1, 3, 2, 4]
+    assert as_json["least_violating"][0]["missed"] == ["max_size_bytes"]
+
+    data = json.loads(runner.invoke(app, ["show", "fake", "--storage", url, "--json"]).stdout)
+    assert data["feasible"] is False and data["front_size"] == 0 and data["knee"] is None
+    assert [e["trial"] for e in data["least_violating"]] == [1, 3, 2, 4]
+    summary = runner.invoke(app, ["show", "fake", "--storage", url], env={"COLUMNS": "200"})
+    assert summary.exit_code == 0 and "no trial meets the constraints" in summary.stdout
 
 
 def test_relaunching_the_demo_resumes_and_runs_nothing_more(demo_dir: Path) -> None:

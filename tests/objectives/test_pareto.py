@@ -68,3 +68,31 @@ def test_knee_ties_go_to_lower_cost() -> None:
     assert knee_index(pts, costs=[1, 1, 0.5, 0.4]) == 3
     with pytest.raises(ValueError, match="empty"):
         knee_index(np.zeros((0, 2)))
+
+
+def _inclusion_exclusion_hv(points: np.ndarray, ref: np.ndarray) -> float:
+    """Exact hypervolume by inclusion-exclusion over every subset (an independent, slow definition)."""
+    total = 0.0
+    for k in range(1, len(points) + 1):
+        for subset in itertools.combinations(points, k):
+            corner = np.max(subset, axis=0)  # the intersection of the boxes [p, ref]
+            total += (-1) ** (k + 1) * float(np.prod(np.clip(ref - corner, 0, None)))
+    return total
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_hypervolume_matches_an_exact_independent_definition_in_four_dimensions(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pts = rng.random((9, 4)) * 1.1  # some points leave the box in some coordinate
+    ref = np.array([0.1, 1.0, 1.0, 1.0]) if seed % 2 else np.ones(4)
+    assert hypervolume(pts, ref) == pytest.approx(_inclusion_exclusion_hv(pts, ref), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dominating_count_matches_a_brute_force_count(seed: int) -> None:
+    from tradeoff.objectives import dominating_count
+
+    pts = np.random.default_rng(seed).random((30, 4)).round(1)
+    for p in pts[:10]:
+        expected = sum(bool(np.all(q <= p) and np.any(q < p)) for q in pts)
+        assert dominating_count(p, pts) == expected

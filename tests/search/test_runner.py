@@ -7,17 +7,19 @@ from optuna.trial import TrialState
 from tradeoff.search import Runner, StudyMismatch
 from tradeoff.search import runner as runner_module
 from tradeoff.search.runner import INTERRUPTED
+from tradeoff.search.trial import TrialEnv
 from tradeoff.studies import parse_spec, record
 
 USER_TASK = "tests.studies.user_task:make_task"
 
 
-def _spec(name: str = "s", **study) -> object:
+def _spec(name: str = "s", *, search: dict | None = None, **study) -> object:
     return parse_spec(
         {
             "study": {"name": name, "n_trials": 3, "seed": 0, **study},
             "task": {"name": USER_TASK},
             "space": {"distillation": {"steps": 10}},
+            "search": {"warm_start": [], **(search or {})},  # sampled trials, unless a test asks
         }
     )
 
@@ -38,7 +40,7 @@ def test_trial_zero_is_the_baseline_and_every_figure_is_stored(url: str) -> None
     assert study.metric_names == ["accuracy", "size_bytes", "latency_ms", "energy_mj"]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE", "MINIMIZE"]
     for t in trials:
-        assert set(record.TRIAL_KEYS) - {record.ERROR} <= set(t.user_attrs)
+        assert set(record.TRIAL_KEYS) - set(record.OPTIONAL_TRIAL_KEYS) <= set(t.user_attrs)
     assert study.user_attrs[record.STUDY_FORMAT_KEY] == "tradeoff.study/1"
     assert [e.done for e in events] == [1, 2, 3]
 
@@ -65,11 +67,11 @@ def _raise_on_second_trial(monkeypatch, exc: BaseException) -> None:
     real = runner_module.evaluate_recipe
     calls = {"n": 0}
 
-    def evaluate(recipe, env, *, seed=None):
+    def evaluate(recipe, env, *, seed=None, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise exc
-        return real(recipe, env, seed=seed)
+        return real(recipe, env, seed=seed, **kwargs)
 
     monkeypatch.setattr(runner_module, "evaluate_recipe", evaluate)
 
@@ -125,7 +127,8 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_on_resume(url: str) ->
 @pytest.mark.parametrize("sampler", ["auto", "tpe", "gp", "nsga2", "random"])
 def test_every_named_sampler_runs_seeded(sampler: str, url: str) -> None:
     spec = _spec(sampler=sampler)
-    assert isinstance(runner_module.make_sampler(spec), optuna.samplers.BaseSampler)
+    sampler_obj, choice = runner_module.sampler_for(spec, spec.recipe_space())
+    assert isinstance(sampler_obj, optuna.samplers.BaseSampler) and choice.name in ("tpe", "gp", "nsga2", "random")
     a = Runner(_spec("a", sampler=sampler), url, n_trials=2).run().trials[1].params
     b = Runner(_spec("b", sampler=sampler), url, n_trials=2).run().trials[1].params
     assert a == b
@@ -182,3 +185,165 @@ def test_a_space_without_the_identity_leaves_those_knobs_off_the_baseline(url: s
     base = Runner(spec, url).run().trials[0]
     assert "pruning.ratio" not in base.params and "quantization.weight_bits" not in base.params
     assert base.user_attrs[record.RECIPE]["quantization"]["weight_bits"] == 32  # still the uncompressed model
+
+
+def _fp32_spec(name: str, *, search: dict | None = None, constraints: dict | None = None, **space) -> object:
+    """A space with no int8 choice (nothing to compile): quick trials for the search-side tests."""
+    return parse_spec(
+        {
+            "study": {"name": name, "n_trials": 4, "seed": 0, "sampler": "random"},
+            "task": {"name": USER_TASK},
+            "space": {
+                "quantization": {"weight_bits": [4, 32], "activation_bits": [32]},
+                "distillation": {"steps": 8},
+                **space,
+            },
+            "search": {"warm_start": [], **(search or {})},
+            "constraints": constraints or {},
+        }
+    )
+
+
+def test_a_trial_failing_a_cheap_constraint_is_screened_before_fine_tuning(url: str) -> None:
+    study = Runner(_fp32_spec("screen", constraints={"max_size_bytes": 10.0}), url).run()
+    candidates = study.trials[1:]
+    assert [t.state for t in candidates] == [TrialState.COMPLETE] * 3  # the sampler learns from them
+    for t in candidates:
+        assert t.user_attrs[record.SCREENED] is True
+        assert t.constraints["max_size_bytes"] > 0
+        assert "distil" not in t.user_attrs[record.SECONDS]  # no fine-tuning was run
+        assert 0.0 <= t.values[0] <= 1.0  # its zero-shot accuracy
+    assert study.best_trials == [] or all(t.number == 0 for t in study.best_trials)
+    # without screening the same trials are fine-tuned
+    study = Runner(_fp32_spec("full", search={"screen": False}, constraints={"max_size_bytes": 10.0}), url).run()
+    assert not any(t.user_attrs[record.SCREENED] for t in study.trials)
+    assert all("distil" in t.user_attrs[record.SECONDS] for t in study.trials[1:])
+
+
+def test_a_trial_stopped_at_a_rung_is_pruned_with_no_values_and_its_rung_kept(url: str, monkeypatch) -> None:
+    asked = []
+
+    def stop_at_second_rung(self, study, trial, env, fraction, values):
+        asked.append((trial.number, fraction, values["accuracy"]))
+        return fraction == 0.5
+
+    monkeypatch.setattr(Runner, "_at_rung", stop_at_second_rung)
+    study = Runner(_fp32_spec("rungs", search={"rungs": [0.25, 0.5]}), url, n_trials=3).run()
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED]
+    assert [(n, f) for n, f, _ in asked] == [(1, 0.25), (1, 0.5), (2, 0.25), (2, 0.5)]
+    t = study.trials[1]
+    assert t.values is None and t.user_attrs[record.STOPPED] is True
+    assert [r["steps"] for r in t.user_attrs[record.RUNGS]] == [2, 4]  # of 8 steps
+    assert t.user_attrs[record.RUNGS][1]["accuracy"] == asked[1][2]
+    assert t.user_attrs[record.SECONDS]["distil"] > 0
+
+
+def test_a_trial_is_stopped_when_enough_trials_at_its_rung_dominate_it(url: str) -> None:
+    runner = Runner(_fp32_spec("rule", search={"stop_dominated_by": 2}), url, n_trials=1)
+    study = runner.run()
+    env = TrialEnv(**{**vars(_env_stub(study))})
+    names = env.names
+    better = dict(zip(names, (0.9, 100.0, 0.1, 0.1), strict=True))
+    worse = dict(zip(names, (0.5, 200.0, 0.2, 0.2), strict=True))
+    for _ in range(2):
+        t = study.ask()
+        t.set_user_attr(record.RUNG_POINT, {"0.25": better})
+    copy = study.ask()  # a duplicate's copied point is not a second opinion
+    copy.set_user_attr(record.RUNG_POINT, {"0.25": better})
+    copy.set_user_attr(record.DUPLICATE_OF, 1)
+    me = study.ask()
+    assert runner._at_rung(study, me, env, 0.25, worse) is True
+    assert me.user_attrs[record.RUNG_POINT]["0.25"] == worse  # stored for others to compare with
+    assert runner._at_rung(study, study.ask(), env, 0.5, worse) is False  # nobody else at that rung
+    assert runner._at_rung(study, study.ask(), env, 0.25, better) is False  # equal is not dominated
+
+
+def _env_stub(study: optuna.Study):
+    """A TrialEnv holding just what the rung rule reads: the objectives and the baseline's values."""
+    from tradeoff.objectives import Constraints, default_objectives
+    from tradeoff.studies.results import baseline_trial, values_of
+
+    return TrialEnv(
+        task=None, example_inputs=(), train=[], teacher_logits=[], constraints=Constraints(), threads=1,
+        device="cpu", objectives=default_objectives(), baseline=values_of(baseline_trial(study)),
+    )  # fmt: skip
+
+
+def test_a_recipe_already_tried_reuses_its_result(url: str) -> None:
+    spec = _fp32_spec(
+        "dup",
+        pruning={"ratio": [0.3, 0.3]},
+        quantization={"weight_bits": [4], "activation_bits": [32]},
+        distillation={"steps": 8, "temperature": [2.0, 2.0], "alpha": [0.5, 0.5]},
+    )
+    events = []
+    study = Runner(spec, url, on_event=events.append).run()
+    first, *copies = study.trials[1:]
+    assert record.DUPLICATE_OF not in first.user_attrs
+    for t in copies:
+        assert t.state == TrialState.COMPLETE and t.values == first.values
+        assert t.user_attrs[record.DUPLICATE_OF] == first.number
+        assert t.user_attrs[record.SEED] == first.user_attrs[record.SEED]  # an export rebuilds the same model
+        assert t.constraints == first.constraints
+    assert [e.state for e in events] == ["COMPLETE", "COMPLETE", "DUPLICATE", "DUPLICATE"]
+    study = Runner(_spec_like(spec, search={"warm_start": [], "reuse_duplicates": False}), url).run()
+    assert not any(record.DUPLICATE_OF in t.user_attrs for t in study.trials)
+
+
+def _spec_like(spec, **changes):
+    data = spec.to_dict()
+    data["study"]["name"] += "-b"
+    data.update(changes)
+    return parse_spec(data)
+
+
+def test_warm_starts_run_right_after_the_baseline_and_the_rest_is_sampled(url: str) -> None:
+    warm = [{"pruning": {"ratio": 0.4}, "quantization": {"weight_bits": 4}}, {"pruning.ratio": 0.1}]
+    study = Runner(_fp32_spec("warm", search={"warm_start": warm}), url).run()
+    t1, t2, t3 = study.trials[1:]
+    assert t1.params["pruning.ratio"] == 0.4 and t1.params["quantization.weight_bits"] == 4
+    assert t2.params["pruning.ratio"] == 0.1 and "distillation.alpha" in t2.params  # the rest is sampled
+    assert t3.params["pruning.ratio"] not in (0.4, 0.1)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_warm_start_outside_the_space_is_refused_before_anything_is_written(url: str) -> None:
+    from tradeoff.studies import SpecError
+
+    bad = _fp32_spec("bad", search={"warm_start": [{"pruning.ratio": 0.95}, {"pruning.ratoi": 0.1}]})
+    with pytest.raises(SpecError) as err:
+        Runner(bad, url).run()
+    assert "search.warm_start[0].pruning.ratio: 0.95 is outside" in str(err.value)
+    assert "search.warm_start[1].pruning.ratoi: not a knob of this space" in str(err.value)
+    assert optuna.get_all_study_names(url) == []
+
+
+def test_auto_warm_starts_are_int8_configs_the_space_holds() -> None:
+    from tradeoff.search import warm_start_params
+
+    spec = _spec(search={"warm_start": "auto"})
+    params = warm_start_params(spec, spec.recipe_space())
+    assert [p["pruning.ratio"] for p in params] == [0.0, 0.25, 0.5]
+    assert all(p["quantization.weight_bits"] == 8 == p["quantization.activation_bits"] for p in params)
+    no_int8 = _fp32_spec("x", search={"warm_start": "auto"}, pruning={"ratio": [0.0, 0.3]})
+    params = warm_start_params(no_int8, no_int8.recipe_space())
+    assert [p["pruning.ratio"] for p in params] == [0.0, 0.25]  # 0.5 is outside the range, 8 bits not offered
+    assert all("quantization.weight_bits" not in p for p in params)
+
+
+def test_the_hypervolume_after_every_trial_is_stored_and_never_shrinks(url: str) -> None:
+    from tradeoff.studies.results import hypervolume_history, study_hypervolume
+
+    study = Runner(_fp32_spec("hv", constraints={"max_accuracy_drop": 0.5}), url, n_trials=5).run()
+    history = hypervolume_history(study)
+    assert [h["trial"] for h in history] == [0, 1, 2, 3, 4]
+    hvs = [h["hypervolume"] for h in history]
+    assert hvs[0] == 0.0 and hvs == sorted(hvs)
+    assert hvs[-1] == pytest.approx(study_hypervolume(study))
+    assert all(b["elapsed_s"] >= a["elapsed_s"] for a, b in zip(history, history[1:]))
+
+
+def test_auto_records_which_sampler_it_chose_and_why(url: str) -> None:
+    study = Runner(_spec("auto", sampler="auto"), url, n_trials=1).run()
+    assert study.user_attrs[record.STUDY_SAMPLER]["name"] == "tpe"
+    assert "categorical" in study.user_attrs[record.STUDY_SAMPLER]["reason"]

@@ -1,11 +1,28 @@
 from __future__ import annotations
 
 import json
+import warnings
+from typing import Any
 
 import numpy as np
+import optuna
 import pytest
 
-from tradeoff.studies import baseline_trial, export_bundle, pick, ranked_front, study_hypervolume, trials_frame
+from tradeoff.objectives import DIRECTIONS, OBJECTIVE_NAMES, Weights, constraint_values
+from tradeoff.spaces import PruningConfig, Recipe
+from tradeoff.studies import (
+    TrialRecord,
+    baseline_trial,
+    export_bundle,
+    feasibility,
+    least_violating,
+    parse_spec,
+    pick,
+    ranked_front,
+    record,
+    study_hypervolume,
+    trials_frame,
+)
 from tradeoff.studies.results import ResultsError
 
 from .fake_study import BASE, fake_study
@@ -88,3 +105,96 @@ def test_failed_export_leaves_nothing(tmp_path) -> None:
     with pytest.raises(ResultsError):
         export_bundle(study, tmp_path / "b", rule="99", with_model=False)
     assert list(tmp_path.iterdir()) == []
+
+
+# ----- no feasible trial: the least-violating ones
+
+LIMITS = {"max_accuracy_drop": 0.01, "max_latency_ms": 0.5, "max_size_bytes": 500.0}  # the baseline misses too
+MISSING = [
+    dict(accuracy=0.895, size_bytes=505.0, latency_ms=0.40, energy_mj=0.3),  # 1: size +5 B of 500 -> 0.01
+    dict(accuracy=0.895, size_bytes=400.0, latency_ms=0.55, energy_mj=0.3),  # 2: latency +0.05 ms of 0.5 -> 0.1
+    dict(accuracy=0.818, size_bytes=400.0, latency_ms=0.40, energy_mj=0.3),  # 3: drop 0.082, +0.072 / 0.9 -> 0.08
+    dict(accuracy=0.850, size_bytes=400.0, latency_ms=0.60, energy_mj=0.3),  # 4: 0.04 / 0.9 + 0.1 / 0.5 -> 0.244
+]
+
+
+def constrained_study(
+    candidates: list[dict[str, float]], constraints: dict[str, float], *, storage: str | None = None
+) -> optuna.Study:
+    """Like :func:`fake_study`, with any of the spec's constraints (not only the accuracy drop)."""
+    spec = parse_spec(
+        {
+            "study": {"name": "fake"},
+            "task": {"name": "digits"},
+            "objectives": {"accuracy": 0.5, "size_bytes": 0.5, "latency_ms": 0.0, "energy_mj": 0.0},
+            "constraints": constraints,
+        }
+    )
+    study = optuna.create_study(study_name="fake", storage=storage, directions=list(DIRECTIONS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(OBJECTIVE_NAMES))
+    study.set_user_attr(record.STUDY_SPEC, spec.to_dict())
+    for i, values in enumerate([BASE, *candidates]):
+        trial = study.ask()
+        rec = TrialRecord(
+            role="baseline" if i == 0 else "candidate",
+            recipe=Recipe(pruning=PruningConfig(ratio=0.1 * min(i, 9))).to_dict(),
+            values=values,
+            provenance={n: {"source": "measured", "method": "test"} for n in OBJECTIVE_NAMES},
+            constraints=constraint_values(values, BASE, spec.constraints_()),
+        )
+        rec.write(trial)
+        study.tell(trial, rec.value_list())
+    return study
+
+
+def _numbers(entries: list[Any]) -> list[int]:
+    return [e.trial.number for e in entries]
+
+
+def test_no_feasible_trial_leaves_an_empty_front_and_says_why_on_pick() -> None:
+    study = constrained_study(MISSING, LIMITS)
+    assert ranked_front(study) == []
+    feas = feasibility(study)
+    assert (feas.candidates, feas.feasible, feas.none_feasible) == (4, 0, True)
+    assert feas.limits == LIMITS
+    with pytest.raises(ResultsError, match="least-violating"):
+        pick(study, "knee")
+
+
+def test_least_violating_ranks_by_misses_relative_to_acc0_and_to_the_limits() -> None:
+    # Raw misses (5 B, 0.05 ms, 0.072, 0.14) would give [2, 3, 4, 1]; accuracy scaled by the allowed drop
+    # instead of acc0 would give [1, 2, 4, 3]. Only acc0 for the drop and the limit for the others give this.
+    study = constrained_study(MISSING, LIMITS)
+    entries = least_violating(study, n=None)
+    assert _numbers(entries) == [1, 3, 2, 4]
+    assert [e.violation for e in entries] == pytest.approx([0.01, 0.072 / 0.9, 0.1, 0.04 / 0.9 + 0.1 / 0.5])
+    first, _, _, last = entries
+    assert first.missed == ("max_size_bytes",) and first.constraints["max_size_bytes"] == pytest.approx(5.0)
+    assert first.relative["max_accuracy_drop"] == 0.0 and first.constraints["max_accuracy_drop"] <= 0
+    assert set(last.missed) == {"max_accuracy_drop", "max_latency_ms"}
+    assert last.relative["max_latency_ms"] == pytest.approx(0.2)
+    assert _numbers(least_violating(study, n=2)) == [1, 3] and len(least_violating(study)) == 4
+    as_json = json.loads(json.dumps(first.as_json()))
+    assert as_json["trial"] == 1 and as_json["missed"] == ["max_size_bytes"] and as_json["role"] == "candidate"
+
+
+def test_least_violating_breaks_ties_by_cost_then_trial_number() -> None:
+    sizes = (400.0, 300.0, 300.0)  # each misses the drop by 0.072 only
+    candidates = [dict(accuracy=0.818, size_bytes=b, latency_ms=0.4, energy_mj=0.3) for b in sizes]
+    study = constrained_study(candidates, LIMITS)
+    entries = least_violating(study)
+    assert len({e.violation for e in entries}) == 1
+    assert _numbers(entries) == [2, 3, 1]  # 2 and 3 are smaller (cheaper) than 1; 2 before 3 by number
+    # with all the weight on accuracy the costs tie too, and the trial number decides
+    assert _numbers(least_violating(study, weights=Weights.parse("accuracy=1", OBJECTIVE_NAMES))) == [1, 2, 3]
+
+
+def test_feasible_trials_rank_first_at_zero_and_the_front_is_unchanged() -> None:
+    study = constrained_study([*MISSING, dict(accuracy=0.899, size_bytes=300.0, latency_ms=0.3, energy_mj=0.2)], LIMITS)
+    assert _numbers(ranked_front(study)) == [5]
+    feas = feasibility(study)
+    assert (feas.candidates, feas.feasible, feas.none_feasible) == (5, 1, False)
+    entries = least_violating(study)
+    assert entries[0].trial.number == 5 and entries[0].violation == 0.0 and entries[0].missed == ()

@@ -47,8 +47,13 @@ def test_minimal_spec_gets_documented_defaults() -> None:
         ({"task": {"name": "digits", "colour": 1}}, "does not accept arguments ['colour']"),
         (
             {"study": {"name": "s", "sampler": "cmaes"}},
-            "study.sampler: Input should be 'auto', 'tpe', 'gp', 'nsga2' or 'random'",
+            "study.sampler: Input should be 'auto', 'tpe', 'gp', 'nsga2', 'nsga3' or 'random'",
         ),
+        ({"search": {"rungs": [0.5, 0.25]}}, "search.rungs: must be strictly increasing fractions in (0, 1)"),
+        ({"search": {"rungs": [0.5, 1.0]}}, "search.rungs[1]: Input should be less than 1"),
+        ({"search": {"warm_start": "int8"}}, "search.warm_start: must be 'auto' or a list of tables of knob values"),
+        ({"search": {"stop_dominated_by": 0}}, "search.stop_dominated_by: Input should be greater than or equal to 1"),
+        ({"search": {"screening": True}}, "search.screening: unknown field"),
         (
             {"constraints": {"max_accuracy_drop": 2}},
             "constraints.max_accuracy_drop: Input should be less than or equal to 1",
@@ -174,3 +179,23 @@ def test_bad_new_space_fields_name_the_field(space: dict, expected: str) -> None
     with pytest.raises(SpecError) as info:
         _with_space(space)
     assert expected in str(info.value)
+
+
+def test_search_defaults_and_warm_starts_written_with_dotted_keys() -> None:
+    spec = parse_spec(MINIMAL)
+    assert spec.search.screen and spec.search.reuse_duplicates and spec.search.warm_start == "auto"
+    assert spec.search.rungs == [0.25, 0.5] and spec.search.stop_dominated_by == 3
+    text = """
+[study]
+name = "s"
+[task]
+name = "digits"
+[[search.warm_start]]
+pruning.ratio = 0.5
+quantization.weight_bits = 8
+[[search.warm_start]]
+"pruning.ratio" = 0.25
+"""
+    spec = parse_spec(tomllib.loads(text))
+    assert spec.search.warm_start == [{"pruning.ratio": 0.5, "quantization.weight_bits": 8}, {"pruning.ratio": 0.25}]
+    assert parse_spec(spec.to_dict()).search == spec.search  # the stored spec reads back the same

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from tradeoff.search import SAMPLERS, choose_sampler, make_sampler
+from tradeoff.search.samplers import GP_MAX_TRIALS, LARGE_BUDGET
+from tradeoff.spaces import DistillationSpace, PruningSpace, QuantizationSpace, RecipeSpace
+
+NUMERIC = {"pruning.ratio": FloatDistribution(0, 0.8), "distillation.alpha": FloatDistribution(0, 1)}
+WITH_BITS = {**NUMERIC, "quantization.weight_bits": CategoricalDistribution([4, 8, 32])}
+
+
+def test_numeric_knobs_and_a_small_budget_get_a_gaussian_process() -> None:
+    assert choose_sampler(NUMERIC, 30).name == "gp"
+    assert choose_sampler(NUMERIC, GP_MAX_TRIALS + 1).name == "tpe"  # a GP would cost more than a trial
+
+
+def test_categorical_knobs_get_tpe_and_the_reason_names_them() -> None:
+    choice = choose_sampler(WITH_BITS, 30)
+    assert choice.name == "tpe" and "quantization.weight_bits" in choice.reason
+    assert choose_sampler(NUMERIC, 30, conditional=True).name == "tpe"
+
+
+def test_large_budgets_get_a_genetic_algorithm() -> None:
+    assert choose_sampler(WITH_BITS, LARGE_BUDGET).name == "nsga3"
+    assert choose_sampler(NUMERIC, LARGE_BUDGET - 1).name == "tpe"
+
+
+def test_the_default_space_has_bit_width_categories_so_auto_is_tpe() -> None:
+    assert choose_sampler(RecipeSpace().distributions(), 30).name == "tpe"
+    numeric = RecipeSpace(PruningSpace(), QuantizationSpace(weight_bits=(8,), activation_bits=(8,)), DistillationSpace())
+    assert choose_sampler(numeric.distributions(), 30).name == "gp"
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_every_sampler_is_seeded(name: str) -> None:
+    def suggestions(seed: int) -> list[float]:
+        study = optuna.create_study(directions=["minimize"] * 2, sampler=make_sampler(name, seed=seed))
+        xs = []
+        for _ in range(4):
+            t = study.ask()
+            xs.append(t.suggest_float("x", 0, 1))
+            study.tell(t, [xs[-1], (1 - xs[-1]) ** 2])
+        return xs
+
+    assert suggestions(1) == suggestions(1) != suggestions(2)
+
+
+def test_an_unknown_sampler_is_an_error_that_lists_the_names() -> None:
+    with pytest.raises(ValueError, match="tpe, gp, nsga2, nsga3, random"):
+        make_sampler("cmaes")
