@@ -207,8 +207,8 @@ class SearchSection(_Strict):
     # at that rung, and the three cheap objectives); 3 keeps one unlucky comparison from stopping it
     stop_dominated_by: int = Field(default=3, ge=1)
     reuse_duplicates: bool = True  # a recipe already tried (after rounding) reuses its result
-    # configs tried first, right after the baseline: "auto" (uniform int8, 25 % and 50 % pruning at int8,
-    # where the space holds them), [] for none, or a list of tables of knob values (the rest is sampled)
+    # configs tried first, right after the baseline: "auto" (int8, and int8 weights with fp32 activations,
+    # at a few pruning ratios, where the space holds them), [] for none, or a list of tables of knob values
     warm_start: Any = "auto"
 
     @field_validator("rungs")

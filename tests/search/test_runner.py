@@ -323,8 +323,10 @@ def test_auto_warm_starts_are_int8_configs_the_space_holds() -> None:
 
     spec = _spec(search={"warm_start": "auto"})
     params = warm_start_params(spec, spec.recipe_space())
-    assert [p["pruning.ratio"] for p in params] == [0.0, 0.25, 0.5]
-    assert all(p["quantization.weight_bits"] == 8 == p["quantization.activation_bits"] for p in params)
+    assert [(p["pruning.ratio"], p["quantization.activation_bits"]) for p in params] == [
+        (0.0, 8), (0.5, 8), (0.25, 32), (0.5, 32)
+    ]  # fmt: skip
+    assert all(p["quantization.weight_bits"] == 8 for p in params)
     no_int8 = _fp32_spec("x", search={"warm_start": "auto"}, pruning={"ratio": [0.0, 0.3]})
     params = warm_start_params(no_int8, no_int8.recipe_space())
     assert [p["pruning.ratio"] for p in params] == [0.0, 0.25]  # 0.5 is outside the range, 8 bits not offered
