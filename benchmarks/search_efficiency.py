@@ -374,6 +374,7 @@ def first_reaching(points: list[dict[str, Any]], level: float) -> dict[str, Any]
 def median_time(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Median over seeds of the time to the level; runs that never reach it sort last and, at the median,
     give a lower bound (their total time)."""
+
     def seconds_of(r: dict[str, Any]) -> float:
         return r["reached"]["elapsed_s"] if r["reached"] else r["total_s"]
 
@@ -511,9 +512,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="distillation steps per trial (the spec's)")
     parser.add_argument("--quick", action="store_true", help="one seed, 10 trials, 100 steps: under 3 minutes")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch intra-op threads of this process for every method "
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads of this process for every method "
         "(fine-tuning, compiling; latency is timed at the spec's threads anyway); default torch's: all cores. "
-        "1 keeps a run sane on a machine that other work shares"
+        "1 keeps a run sane on a machine that other work shares",
     )
     parser.add_argument("--max-accuracy-drop", type=float, default=None, help="absolute (the demo spec's: 0.03)")
     parser.add_argument("--max-size-ratio", type=float, default=None, help="max_size_bytes = R x the baseline's")
@@ -551,21 +555,25 @@ def main() -> None:
             data["constraints"][key] = float(flag * base[name])
     spec = parse_spec(data, "search_efficiency.py")
     max_drop = spec.constraints.max_accuracy_drop
-    print(f"machine: {describe_device(spec.target.device)}; python {platform.python_version()}, "
-          f"torch {torch.__version__}, optuna {optuna.__version__}")
+    print(
+        f"machine: {describe_device(spec.target.device)}; python {platform.python_version()}, "
+        f"torch {torch.__version__}, optuna {optuna.__version__}"
+    )
     print(
         f"task {args.task}: built in {task_s:.1f} s (teacher {env.task.info.get('teacher_trained_s') or 'cached'}), "
-        f"baseline measured in {baseline_s:.1f} s {({k: round(v, 4) for k, v in base.items()})}, "
+        f"baseline measured in {baseline_s:.1f} s { ({k: round(v, 4) for k, v in base.items()}) }, "
         f"warm-up compile {warm_s:.1f} s"
     )
-    print(f"constraints: {({k: v for k, v in spec.constraints.model_dump().items() if v is not None})}; "
-          f"{args.trials} trials per run, {spec.space.distillation.steps} distillation steps, seeds {args.seeds}, "
-          f"{torch.get_num_threads()} torch threads")
+    print(
+        f"constraints: { ({k: v for k, v in spec.constraints.model_dump().items() if v is not None}) }; "
+        f"{args.trials} trials per run, {spec.space.distillation.steps} distillation steps, seeds {args.seeds}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
 
     # ---- the runs: the order of the methods rotates with the seed (later compiles hit inductor's caches)
     runs: list[Run] = []
     for i, seed in enumerate(args.seeds):
-        order = args.methods[i % len(args.methods):] + args.methods[: i % len(args.methods)]
+        order = args.methods[i % len(args.methods) :] + args.methods[: i % len(args.methods)]
         for method in order:
             before = cpu_snapshot()
             if method == "user-nsga2":
@@ -606,9 +614,11 @@ def main() -> None:
         hit = first_reaching(r["curve"], level)
         r["reached"] = None if hit is None else {"elapsed_s": hit["elapsed_s"], "n": hit["n"]}
     medians = {m: median_time([r for r in rows if r["method"] == m]) for m in args.methods}
-    speedups = {
-        f"{m}/tradeoff": speedup(medians[m], medians["tradeoff"]) for m in args.methods if m != "tradeoff"
-    } if "tradeoff" in medians else {}
+    speedups = (
+        {f"{m}/tradeoff": speedup(medians[m], medians["tradeoff"]) for m in args.methods if m != "tradeoff"}
+        if "tradeoff" in medians
+        else {}
+    )
     vs_user = speedups.get("user-nsga2/tradeoff")
     met = vs_user is not None and vs_user["kind"] in ("exact", "at least") and vs_user["value"] >= TARGET_SPEEDUP
 
@@ -631,8 +641,10 @@ def main() -> None:
         trials = f"{'> ' if med['lower_bound'] else ''}{med['trials']:.0f}"
         print(f"| {m} | {_fmt_median(med)} | {trials} | {_fmt_speedup(speedups.get(f'{m}/tradeoff'))} |")
     if vs_user is not None:
-        print(f"\ntarget (tradeoff >= {TARGET_SPEEDUP:.0f}x sooner than user-nsga2, wall clock): "
-              f"{'PASS' if met else 'FAIL'} ({_fmt_speedup(vs_user)})")
+        print(
+            f"\ntarget (tradeoff >= {TARGET_SPEEDUP:.0f}x sooner than user-nsga2, wall clock): "
+            f"{'PASS' if met else 'FAIL'} ({_fmt_speedup(vs_user)})"
+        )
     busy = [r for r in rows if (r["other_cores"] or 0) > BUSY_CORES]
     if busy:
         print(

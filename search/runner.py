@@ -339,7 +339,9 @@ class Runner:
         mine = normalise(values, base, env.names)
         others = [
             normalise(t.user_attrs[record.RUNG_POINT][key], base, env.names)
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+            for t in study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+            )
             if t.number != trial.number
             and key in (t.user_attrs.get(record.RUNG_POINT) or {})
             and record.DUPLICATE_OF not in t.user_attrs  # a copy is not a second opinion
@@ -375,4 +377,3 @@ class Runner:
                 duplicate_of=duplicate_of,
             )
         )
-

@@ -342,7 +342,7 @@ def test_the_hypervolume_after_every_trial_is_stored_and_never_shrinks(url: str)
     hvs = [h["hypervolume"] for h in history]
     assert hvs[0] == 0.0 and hvs == sorted(hvs)
     assert hvs[-1] == pytest.approx(study_hypervolume(study))
-    assert all(b["elapsed_s"] >= a["elapsed_s"] for a, b in zip(history, history[1:]))
+    assert all(b["elapsed_s"] >= a["elapsed_s"] for a, b in zip(history, history[1:], strict=False))
 
 
 def test_auto_records_which_sampler_it_chose_and_why(url: str) -> None:

@@ -30,7 +30,9 @@ def test_large_budgets_get_a_genetic_algorithm() -> None:
 
 def test_the_default_space_has_bit_width_categories_so_auto_is_tpe() -> None:
     assert choose_sampler(RecipeSpace().distributions(), 30).name == "tpe"
-    numeric = RecipeSpace(PruningSpace(), QuantizationSpace(weight_bits=(8,), activation_bits=(8,)), DistillationSpace())
+    numeric = RecipeSpace(
+        PruningSpace(), QuantizationSpace(weight_bits=(8,), activation_bits=(8,)), DistillationSpace()
+    )
     assert choose_sampler(numeric.distributions(), 30).name == "gp"
 
 

@@ -5,12 +5,12 @@ import torch
 
 from tradeoff.spaces import (
     ApplyContext,
+    Compression,
     DistillationConfig,
     PruningConfig,
     QuantizationConfig,
     Recipe,
     cache_teacher_outputs,
-    Compression,
     compress,
 )
 
@@ -52,9 +52,7 @@ def test_compress_leaves_the_original_untouched_and_is_reproducible(tiny_cnn, ti
     assert plain.executed_as == "fp32" and torch.equal(plain.scored(x), a.scored(x))
 
 
-def test_staged_compression_with_a_snapshot_and_pauses_builds_the_model_compress_builds(
-    tiny_cnn, tiny_batches
-) -> None:
+def test_staged_compression_with_a_snapshot_and_pauses_builds_the_model_compress_builds(tiny_cnn, tiny_batches) -> None:
     """A trial snapshots (bakes a copy and deploys it) before fine-tuning and pauses at rungs; neither
     may change the model, or an export rebuilt with ``compress`` would not match the trial."""
     x = tiny_batches[0][0]

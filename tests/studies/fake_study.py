@@ -14,14 +14,22 @@ BASE = dict(accuracy=0.9, size_bytes=1000.0, latency_ms=2.0, energy_mj=1.0)
 
 
 def fake_study(
-    candidates: list[dict[str, float]], *, max_drop: float | None = 0.05, storage: str | None = None
+    candidates: list[dict[str, float]],
+    *,
+    max_drop: float | None = 0.05,
+    constraints: dict[str, float] | None = None,
+    storage: str | None = None,
 ) -> optuna.Study:
+    """A study of the baseline ``BASE`` and ``candidates``; ``constraints`` (the spec's table) replaces
+    the default accuracy-drop limit ``max_drop``."""
+    if constraints is None:
+        constraints = {"max_accuracy_drop": max_drop} if max_drop is not None else {}
     spec = parse_spec(
         {
             "study": {"name": "fake"},
             "task": {"name": "digits"},
             "objectives": {"accuracy": 0.5, "size_bytes": 0.5, "latency_ms": 0.0, "energy_mj": 0.0},
-            "constraints": {"max_accuracy_drop": max_drop} if max_drop is not None else {},
+            "constraints": constraints,
         }
     )
     study = optuna.create_study(study_name="fake", storage=storage, directions=list(DIRECTIONS))
@@ -29,7 +37,7 @@ def fake_study(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(OBJECTIVE_NAMES))
     study.set_user_attr(record.STUDY_SPEC, spec.to_dict())
-    constraints = spec.constraints_()
+    limits = spec.constraints_()
     from tradeoff.objectives import constraint_values
 
     for i, values in enumerate([BASE, *candidates]):
@@ -40,7 +48,7 @@ def fake_study(
             values=values,
             figures={"params": 100 - i},
             provenance={n: {"source": "measured", "method": "test"} for n in OBJECTIVE_NAMES},
-            constraints=constraint_values(values, BASE, constraints),
+            constraints=constraint_values(values, BASE, limits),
             seconds={"distil": 1.0},
         )
         rec.write(trial)

@@ -1,25 +1,20 @@
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Any
 
 import numpy as np
 import optuna
 import pytest
 
-from tradeoff.objectives import DIRECTIONS, OBJECTIVE_NAMES, Weights, constraint_values
-from tradeoff.spaces import PruningConfig, Recipe
+from tradeoff.objectives import OBJECTIVE_NAMES, Weights
 from tradeoff.studies import (
-    TrialRecord,
     baseline_trial,
     export_bundle,
     feasibility,
     least_violating,
-    parse_spec,
     pick,
     ranked_front,
-    record,
     study_hypervolume,
     trials_frame,
 )
@@ -121,32 +116,8 @@ MISSING = [
 def constrained_study(
     candidates: list[dict[str, float]], constraints: dict[str, float], *, storage: str | None = None
 ) -> optuna.Study:
-    """Like :func:`fake_study`, with any of the spec's constraints (not only the accuracy drop)."""
-    spec = parse_spec(
-        {
-            "study": {"name": "fake"},
-            "task": {"name": "digits"},
-            "objectives": {"accuracy": 0.5, "size_bytes": 0.5, "latency_ms": 0.0, "energy_mj": 0.0},
-            "constraints": constraints,
-        }
-    )
-    study = optuna.create_study(study_name="fake", storage=storage, directions=list(DIRECTIONS))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(OBJECTIVE_NAMES))
-    study.set_user_attr(record.STUDY_SPEC, spec.to_dict())
-    for i, values in enumerate([BASE, *candidates]):
-        trial = study.ask()
-        rec = TrialRecord(
-            role="baseline" if i == 0 else "candidate",
-            recipe=Recipe(pruning=PruningConfig(ratio=0.1 * min(i, 9))).to_dict(),
-            values=values,
-            provenance={n: {"source": "measured", "method": "test"} for n in OBJECTIVE_NAMES},
-            constraints=constraint_values(values, BASE, spec.constraints_()),
-        )
-        rec.write(trial)
-        study.tell(trial, rec.value_list())
-    return study
+    """:func:`fake_study` with any of the spec's constraints (not only the accuracy drop)."""
+    return fake_study(candidates, constraints=constraints, storage=storage)
 
 
 def _numbers(entries: list[Any]) -> list[int]:
