@@ -35,10 +35,10 @@ another.
 
 Target (this 2-core CPU, digits): tradeoff reaches 95 % of the best hypervolume at least 3x sooner
 (wall clock) than the hand-written loop. ``--quick`` (one seed, 10 trials, 100 distillation steps)
-runs in under 3 minutes here on a quiet machine. Also writes an SVG of hypervolume against wall-clock
-seconds. Each run says how many cores other processes kept busy meanwhile: on a shared machine the
-wall-clock figures inflate (two-thread training oversubscribed by other work slowed trials 10x here);
-``--threads 1`` keeps such runs usable, the same for every method.
+ran in 2 min 35 s here with the other core busy (docs/BENCHMARKS.md has the full run). Also writes an
+SVG of hypervolume against wall-clock seconds. Each run says how many cores other processes kept busy
+meanwhile: on a shared machine the wall-clock figures inflate (two-thread training oversubscribed by
+other work slowed trials 10x here); every method runs at ``--threads`` (default 1, as tradeoff's trials).
 """
 
 from __future__ import annotations
@@ -514,10 +514,9 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=None,
-        help="torch intra-op threads of this process for every method "
-        "(fine-tuning, compiling; latency is timed at the spec's threads anyway); default torch's: all cores. "
-        "1 keeps a run sane on a machine that other work shares",
+        default=1,  # what tradeoff's Runner uses for a whole trial (the demo spec's target.threads)
+        help="torch intra-op threads of this process for every method (fine-tuning, compiling; latency is "
+        "timed at the spec's threads anyway); default 1, as tradeoff runs every trial at target.threads",
     )
     parser.add_argument("--max-accuracy-drop", type=float, default=None, help="absolute (the demo spec's: 0.03)")
     parser.add_argument("--max-size-ratio", type=float, default=None, help="max_size_bytes = R x the baseline's")
@@ -533,8 +532,7 @@ def main() -> None:
     if args.trials < 2:
         parser.error("--trials must be at least 2 (the baseline and one candidate)")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the user loop's caught failures are counted below
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     wall0 = time.perf_counter()
 
     # ---- before any timed run: the teacher (trained and cached on first use), the baseline, one compile
