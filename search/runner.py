@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from tradeoff.objectives import DIRECTIONS, dominating_count, normalise
-from tradeoff.spaces import RecipeSpace
+from tradeoff.spaces import RecipeSpace, torch_threads
 from tradeoff.studies import Task, TrialRecord, load_task, open_storage, record
 from tradeoff.studies.results import ResultsError, baseline_trial, objective_names_of, study_hypervolume
 from tradeoff.studies.spec import Spec, SpecError
@@ -203,12 +202,8 @@ class Runner:
         warm = warm_start_params(self.spec, space)  # checked before anything is written
         # the whole trial (fine-tuning and calibration too, not only timing) runs at the target's thread
         # count: torch's default of every core oversubscribes a shared machine (236 s vs 6.6 s seen here)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.spec.target.threads)
-        try:
+        with torch_threads(self.spec.target.threads):
             return self._run(task, space, warm)
-        finally:
-            torch.set_num_threads(threads)
 
     def _run(self, task: Task, space: RecipeSpace, warm: list[dict[str, Any]]) -> optuna.Study:
         env = TrialEnv.prepare(self.spec, task)

@@ -6,7 +6,7 @@ Optuna trial. This package knows nothing of objectives or of studies.
 
 from __future__ import annotations
 
-from ._base import ApplyContext, Config, Space
+from ._base import ApplyContext, Config, Space, torch_threads
 from .deploy import Deployable, DeployError, deployable_form, supports_float16
 from .distillation import (
     DistillationConfig,
@@ -46,4 +46,5 @@ __all__ = [
     "materialise",
     "recalibrate_batchnorm",
     "supports_float16",
+    "torch_threads",
 ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -65,6 +66,26 @@ def suggest_rounded(trial: optuna.trial.BaseTrial, name: str, bounds: tuple[floa
     if hi <= lo:
         return lo
     return min(max(round(trial.suggest_float(name, lo, hi), decimals), lo), hi)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block at ``n`` intra-op threads, then restore the count.
+
+    A trial runs whole at the target's thread count, and an export rebuilds its model at the same
+    count: the order of floating-point sums, and with it the fine-tuned weights, depend on it.
+
+    Example:
+        >>> with torch_threads(1):
+        ...     torch.get_num_threads()
+        1
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Config(abc.ABC):

@@ -34,7 +34,7 @@ from torch import nn
 
 from tradeoff.objectives import Weights, evaluate, profile
 from tradeoff.objectives.complexity import packed_state_dict
-from tradeoff.spaces import ApplyContext, Compressed, Recipe, compress
+from tradeoff.spaces import ApplyContext, Compressed, Recipe, compress, torch_threads
 
 from . import record
 from .report import write_report
@@ -76,11 +76,12 @@ class Rebuilt:
 def rebuild(spec: Spec, recipe: dict[str, Any], seed: int | None, *, task: Task | None = None) -> Rebuilt:
     """Re-apply ``recipe`` with ``seed`` to the spec's task (or ``task``) and measure the exact figures."""
     task = task or load_task(spec.task.name, spec.task.kwargs)
-    shared = shared_inputs(task, spec.target.batch_size)
-    ctx = ApplyContext(shared.example_inputs, shared.train, shared.teacher_logits, seed)
-    compressed = compress(Recipe.from_dict(recipe), task.model, ctx, deploy=False)  # export needs no timing
-    prof = profile(compressed.scored, shared.example_inputs, compressed.weight_bits, compressed.activation_bits)
-    figures = {"accuracy": evaluate(compressed.scored, task.val, task.metric), **prof.figures()}
+    with torch_threads(spec.target.threads):  # as the trial ran: the fine-tuned weights depend on it
+        shared = shared_inputs(task, spec.target.batch_size)
+        ctx = ApplyContext(shared.example_inputs, shared.train, shared.teacher_logits, seed)
+        compressed = compress(Recipe.from_dict(recipe), task.model, ctx, deploy=False)  # export needs no timing
+        prof = profile(compressed.scored, shared.example_inputs, compressed.weight_bits, compressed.activation_bits)
+        figures = {"accuracy": evaluate(compressed.scored, task.val, task.metric), **prof.figures()}
     return Rebuilt(task, compressed, shared.example_inputs, figures, weights_sha256(task.model))
 
 

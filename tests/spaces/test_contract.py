@@ -101,4 +101,4 @@ def test_recipe_space_samples_every_technique() -> None:
     recipe = space.sample(trial)
     techniques = {name.split(".")[0] for name in trial.params}
     assert techniques == {"pruning", "quantization", "distillation"}
-    assert recipe.pruning.ratio == trial.params["pruning.ratio"]
+    assert recipe.pruning.ratio == round(trial.params["pruning.ratio"], 2)  # rounded: duplicates are one recipe
