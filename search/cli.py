@@ -41,10 +41,10 @@ from tradeoff.studies import (
     load_study,
     open_storage,
     ranked_front,
+    record,
     resolve_storage_url,
     study_hypervolume,
 )
-from tradeoff.studies import record
 from tradeoff.studies.export import export_program
 from tradeoff.studies.results import Feasibility, ResultsError, Violation, objective_names_of, pick, study_spec
 from tradeoff.studies.spec import Spec, demo_spec_text
