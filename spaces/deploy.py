@@ -60,6 +60,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from ._base import torch_threads
+
 BACKENDS = ("auto", "inductor", "fx", "eager")
 FLOAT16_KINDS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # as in spaces/quantization.py; 32 = not quantized
@@ -205,17 +207,6 @@ class _GridMixin:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op threads, restoring the caller's count after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -520,7 +511,7 @@ class _CompileFailed(RuntimeError):
 
 
 def _warm_up(module: Callable[..., Any], example_inputs: tuple[torch.Tensor, ...], threads: int) -> None:
-    with _threads(threads), torch.no_grad(), warnings.catch_warnings():
+    with torch_threads(threads), torch.no_grad(), warnings.catch_warnings():
         # inductor's oneDNN lowering copies a tensor with torch.tensor(t) and warns each compile; harmless
         warnings.filterwarnings("ignore", message=r"(?s)To copy construct from a tensor", category=UserWarning)
         for _ in range(WARMUP_CALLS):
