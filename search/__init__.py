@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .runner import Runner, StudyMismatch, TrialEvent, sampler_for, warm_start_params
 from .samplers import SAMPLERS, SamplerChoice, choose_sampler, make_sampler
-from .trial import TrialEnv, evaluate_recipe
+from .trial import TrialEnv, evaluate_recipe, executable_key
 
 __all__ = [
     "SAMPLERS",
@@ -15,6 +15,7 @@ __all__ = [
     "TrialEvent",
     "choose_sampler",
     "evaluate_recipe",
+    "executable_key",
     "make_sampler",
     "sampler_for",
     "warm_start_params",

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from tradeoff.objectives import DIRECTIONS, dominating_count, normalise
+from tradeoff.objectives import DIRECTIONS, Measurement, dominating_count, normalise
 from tradeoff.spaces import RecipeSpace, torch_threads
 from tradeoff.studies import Task, TrialRecord, load_task, open_storage, record
 from tradeoff.studies.results import ResultsError, baseline_trial, objective_names_of, study_hypervolume
@@ -27,7 +27,7 @@ from tradeoff.studies.storage import sqlite_path
 from tradeoff.studies.tasks import weights_sha256
 
 from .samplers import SamplerChoice, choose_sampler, make_sampler
-from .trial import TrialEnv, evaluate_recipe, with_baseline
+from .trial import TrialEnv, evaluate_recipe, latency_measurement, with_baseline
 
 INTERRUPTED = "interrupted: the process stopped while the trial ran"
 
@@ -263,6 +263,7 @@ class Runner:
                 screen=search.screen,
                 rungs=search.rungs,
                 on_rung=lambda fraction, steps, values: self._at_rung(study, trial, env, fraction, values),
+                latency_of=(lambda key: self._latency_of(study, key)) if search.reuse_latency else None,
             )
         except KeyboardInterrupt:
             trial.set_user_attr(record.ERROR, INTERRUPTED)
@@ -315,6 +316,23 @@ class Runner:
             self._emit(study, trial.number, "DUPLICATE", values, duplicate_of=original)
             return True
         return False
+
+    def _latency_of(self, study: optuna.Study, key: str) -> tuple[int, Measurement] | None:
+        """The first trial that timed the executable ``key`` (read from the storage, so workers on
+        other hosts share it; the key holds the device, so another machine never matches), and its
+        latency measurement; ``None`` when none has."""
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            a = t.user_attrs
+            exe = a.get(record.EXECUTABLE) or {}
+            if (
+                exe.get("key") == key
+                and exe.get("latency_from") is None  # timed on this trial, not itself reused
+                and a.get(record.ROLE) != "baseline"  # the baseline's latency is absolute, candidates' are ratios
+                and record.DUPLICATE_OF not in a
+                and "latency_ms" in (a.get(record.PROVENANCE) or {})
+            ):
+                return t.number, latency_measurement(a[record.PROVENANCE]["latency_ms"], exe["latency_ms"])
+        return None
 
     def _at_rung(
         self, study: optuna.Study, trial: optuna.Trial, env: TrialEnv, fraction: float, values: dict[str, float]

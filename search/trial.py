@@ -5,6 +5,8 @@ Knows nothing of Optuna beyond what a trial stores (:class:`~tradeoff.studies.re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,7 +25,7 @@ from tradeoff.objectives import (
     default_objectives,
     describe_device,
 )
-from tradeoff.spaces import ApplyContext, Compression, Recipe
+from tradeoff.spaces import ApplyContext, Compression, Deployable, Recipe
 from tradeoff.studies import Task, TrialRecord
 from tradeoff.studies.spec import Spec
 from tradeoff.studies.tasks import shared_inputs, val_subset
@@ -92,6 +94,82 @@ def _provenance(m: Measurement, ctx: EvalContext) -> dict[str, Any]:
 RungCallback = Callable[[float, int, dict[str, float]], bool]
 """``(fraction, steps_done, values at the rung) -> stop?``: asked at each fidelity rung."""
 
+LatencyLookup = Callable[[str], "tuple[int, Measurement] | None"]
+"""``executable key -> (trial number, latency measurement)`` of an earlier trial that timed the same
+executable, or ``None``: asked once per trial before timing."""
+
+INT8_FORMS = ("int8", "int8+fp32")
+HALF_FORMS = ("bf16", "fp16")
+
+
+def executable_key(
+    snapshot: nn.Module,
+    deployed: Deployable,
+    weight_bits: dict[str, int],
+    activation_bits: int,
+    example_inputs: tuple[Any, ...],
+    *,
+    threads: int,
+    device: str,
+) -> str:
+    """A hash of everything a forward pass's time depends on, and nothing it does not.
+
+    Latency is a property of the program that runs, not of the values in it: the layers and their
+    shapes (pruning decides these), which layers run in which precision and on what kernels
+    (``executed_as``, the backend and the low-precision layer set), the input shapes, threads, device
+    and torch build. Weight values, and so distillation's temperature and alpha, and the weight
+    width of a layer that executes in fp32 either way (weight-only quantization) or in int8 either
+    way (4-bit codes run on int8 kernels), do not enter it. Two trials with the same key time the
+    same executable.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+        >>> d = Deployable(m, "fp32", "eager", 0.0, "")
+        >>> x = (torch.randn(1, 4),)
+        >>> a = executable_key(m, d, {"0": 8}, 32, x, threads=1, device="cpu")
+        >>> a == executable_key(m, d, {"0": 4}, 32, x, threads=1, device="cpu")  # weight-only: fp32 both
+        True
+        >>> a == executable_key(m, d, {}, 32, x, threads=2, device="cpu")
+        False
+    """
+    if deployed.executed_as in INT8_FORMS:
+        low = {name: "int8" for name, bits in weight_bits.items() if bits <= 8}
+        low["activations"] = f"{activation_bits}-bit"
+    elif deployed.executed_as in HALF_FORMS:
+        low = {name: deployed.executed_as for name, bits in weight_bits.items() if bits == 16}
+    else:
+        low = {}
+    tensors = {
+        name: [list(t.shape), str(t.dtype)] for name, t in [*snapshot.named_parameters(), *snapshot.named_buffers()]
+    }
+    described = {
+        "modules": {name: type(m).__name__ for name, m in snapshot.named_modules()},
+        "tensors": tensors,
+        "executed_as": deployed.executed_as,
+        "backend": deployed.backend,
+        "low_precision": low,
+        "inputs": [[list(x.shape), str(x.dtype)] if isinstance(x, torch.Tensor) else repr(x) for x in example_inputs],
+        "threads": threads,
+        "device": describe_device(device),
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _reused_latency(m: Measurement, trial: int) -> Measurement:
+    """An earlier trial's latency, labelled as reused (its source stays what it was: measured)."""
+    return replace(
+        m,
+        method=f"{m.method}; timed once for this executable, on trial {trial}",
+        details={**m.details, "reused_from_trial": trial},
+    )
+
+
+def latency_measurement(provenance: dict[str, Any], value: float) -> Measurement:
+    """Rebuild a stored latency :class:`Measurement` from a trial's provenance entry and its value."""
+    details = {k: v for k, v in provenance.items() if k not in ("source", "method", "unit")}
+    return Measurement(float(value), provenance["unit"], provenance["source"], provenance["method"], details)
+
 
 def _subset_samples(batches: Sequence[Any]) -> int:
     return sum(len(targets) for _, targets in batches)
@@ -105,6 +183,7 @@ def evaluate_recipe(
     screen: bool = True,
     rungs: Sequence[float] = (),
     on_rung: RungCallback | None = None,
+    latency_of: LatencyLookup | None = None,
 ) -> TrialRecord:
     """Apply ``recipe`` to the task's model, measure it, and return everything a trial stores.
 
@@ -115,6 +194,10 @@ def evaluate_recipe(
     accuracy on ``env.rung_val`` and ask ``on_rung`` whether to stop (``stopped``: the record's
     accuracy is then that rung's, on the subset, and must not be told as a final value) -> bake,
     then accuracy on the whole validation set, complexity and energy of the final model.
+
+    With ``latency_of``, an executable already timed in the study (same :func:`executable_key`)
+    is not timed again: its measurement is reused, labelled with the trial it came from, and the
+    record's ``executable`` says so (``latency_from``).
 
     With ``env.baseline`` unset the recipe is taken as the baseline itself (role ``baseline``):
     its latency is an absolute median; later trials are timed interleaved with the teacher and
@@ -152,7 +235,25 @@ def evaluate_recipe(
     start = time.perf_counter()
     cheap_names = tuple(n for n in env.names if n != "accuracy")
     ctx = context(env.task.val)
-    pre = _measure(snapshot, ctx, env.objectives, cheap_names)
+    key = executable_key(
+        snapshot,
+        deployed,
+        weight_bits,
+        recipe.quantization.activation_bits,
+        env.example_inputs,
+        threads=env.threads,
+        device=env.device,
+    )
+    earlier = None if is_baseline or latency_of is None else latency_of(key)
+    timed = cheap_names if earlier is None else tuple(n for n in cheap_names if n != "latency_ms")
+    pre = _measure(snapshot, ctx, env.objectives, timed)
+    if earlier is not None:
+        pre["latency_ms"] = _reused_latency(earlier[1], earlier[0])
+    executable = {
+        "key": key,
+        "latency_ms": pre["latency_ms"].value,
+        "latency_from": None if earlier is None else earlier[0],
+    }
     measure_s = time.perf_counter() - start
     cheap = {name: pre[name].value for name in cheap_names}
     rung_log: list[dict[str, Any]] = []
@@ -184,6 +285,7 @@ def evaluate_recipe(
             provenance={name: _provenance(m, ctx) for name, m in measured.items()},
             constraints=constraint_values({**figures, **values}, env.baseline or values, env.constraints),
             executed_as=deployed.executed_as,
+            executable=executable,
             seconds={k: round(v, 4) for k, v in seconds.items()},
             screened=screened,
             stopped=stopped,

@@ -33,6 +33,9 @@ STOPPED = "stopped"  # True when a fidelity rung stopped the trial early (told P
 RUNGS = "rungs"  # fidelity rungs passed: [{"fraction", "steps", "samples", "accuracy"}] (subset accuracy)
 RUNG_POINT = "rung_point"  # the trial's objectives at its latest rung, {name: value}: what other trials compare to
 HYPERVOLUME = "hypervolume"  # the study's feasible hypervolume once this trial is counted (normalised space)
+EXECUTABLE = (
+    "executable"  # {"key", "latency_ms", "latency_from"}: what executed (a hash), and the trial it was timed on
+)
 DUPLICATE_OF = "duplicate_of"  # number of the trial whose result this one reuses (same recipe), else absent
 ERROR = "error"  # why a FAILED trial failed (one line)
 SEED = "seed"  # the seed the recipe was applied with: the same seed reproduces the model
@@ -44,6 +47,7 @@ TRIAL_KEYS = (
     FIGURES,
     PROVENANCE,
     EXECUTED_AS,
+    EXECUTABLE,
     SECONDS,
     SCREENED,
     STOPPED,
@@ -74,7 +78,7 @@ class TrialRecord:
     Example:
         >>> rec = TrialRecord(role="candidate", recipe={}, values=dict.fromkeys(OBJECTIVE_NAMES, 1.0))
         >>> sorted(rec.user_attrs())[:3]
-        ['executed_as', 'figures', 'provenance']
+        ['executable', 'executed_as', 'figures']
     """
 
     role: Role
@@ -84,6 +88,7 @@ class TrialRecord:
     provenance: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     constraints: Mapping[str, float] = field(default_factory=dict)
     executed_as: str = "fp32"
+    executable: Mapping[str, Any] = field(default_factory=dict)
     seconds: Mapping[str, float] = field(default_factory=dict)
     screened: bool = False
     stopped: bool = False
@@ -111,6 +116,7 @@ class TrialRecord:
             FIGURES: dict(self.figures),
             PROVENANCE: {k: dict(v) for k, v in self.provenance.items()},
             EXECUTED_AS: self.executed_as,
+            EXECUTABLE: dict(self.executable),
             SECONDS: dict(self.seconds),
             SCREENED: self.screened,
             STOPPED: self.stopped,
@@ -140,6 +146,7 @@ class TrialRecord:
             provenance=a.get(PROVENANCE, {}),
             constraints=dict(trial.constraints),
             executed_as=a.get(EXECUTED_AS, "fp32"),
+            executable=a.get(EXECUTABLE, {}),
             seconds=a.get(SECONDS, {}),
             screened=bool(a.get(SCREENED, False)),
             stopped=bool(a.get(STOPPED, False)),

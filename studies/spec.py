@@ -207,6 +207,9 @@ class SearchSection(_Strict):
     # at that rung, and the three cheap objectives); 3 keeps one unlucky comparison from stopping it
     stop_dominated_by: int = Field(default=3, ge=1)
     reuse_duplicates: bool = True  # a recipe already tried (after rounding) reuses its result
+    # an executable already timed (same layer shapes, same precision per layer, same kernels: latency does
+    # not depend on weight values, T or alpha) reuses that latency instead of timing it again (~3 s a trial)
+    reuse_latency: bool = True
     # configs tried first, right after the baseline: "auto" (int8, and int8 weights with fp32 activations,
     # at a few pruning ratios, where the space holds them), [] for none, or a list of tables of knob values
     warm_start: Any = "auto"

@@ -349,3 +349,30 @@ def test_auto_records_which_sampler_it_chose_and_why(url: str) -> None:
     study = Runner(_spec("auto", sampler="auto"), url, n_trials=1).run()
     assert study.user_attrs[record.STUDY_SAMPLER]["name"] == "tpe"
     assert "categorical" in study.user_attrs[record.STUDY_SAMPLER]["reason"]
+
+
+def test_an_executable_already_timed_reuses_its_latency(url: str) -> None:
+    # one pruning ratio, weights 4 or 32 bits with fp32 activations: every candidate executes the same
+    # fp32 program (weight-only widths run as fp32), while T differs, so no recipe repeats
+    spec = _fp32_spec(
+        "lat",
+        pruning={"ratio": [0.3, 0.3]},
+        distillation={"steps": 8, "temperature": [1.0, 8.0], "alpha": [0.5, 0.5]},
+    )
+    study = Runner(spec, url).run()
+    first, *later = study.trials[1:]
+    assert first.user_attrs[record.EXECUTABLE]["latency_from"] is None  # timed on itself
+    key, latency = first.user_attrs[record.EXECUTABLE]["key"], first.values[2]
+    for t in later:
+        assert record.DUPLICATE_OF not in t.user_attrs
+        exe = t.user_attrs[record.EXECUTABLE]
+        assert exe == {"key": key, "latency_ms": latency, "latency_from": first.number}
+        assert t.values[2] == latency
+        prov = t.user_attrs[record.PROVENANCE]["latency_ms"]
+        assert prov["source"] == "measured" and prov["reused_from_trial"] == first.number
+        assert f"on trial {first.number}" in prov["method"]
+    # the baseline runs the unpruned program: another key, and it is never a source
+    assert study.trials[0].user_attrs[record.EXECUTABLE]["key"] != key
+    study = Runner(_spec_like(spec, search={"warm_start": [], "reuse_latency": False}), url).run()
+    assert all(t.user_attrs[record.EXECUTABLE]["latency_from"] is None for t in study.trials)
+    assert len({t.values[2] for t in study.trials[1:]}) > 1  # timed anew each time: the noise shows

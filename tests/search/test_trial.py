@@ -71,3 +71,30 @@ def test_every_objective_carries_the_same_provenance_fields(env: TrialEnv) -> No
     assert rec.provenance["latency_ms"]["repeats"] > 1 and rec.provenance["latency_ms"]["spread"] > 0
     assert rec.provenance["latency_ms"]["torch"] == torch.__version__
     assert {"latency_ci_halfwidth", "latency_rounds", "energy_compute_pj"} <= set(rec.figures)
+
+
+def test_the_executable_key_follows_what_runs_and_nothing_else() -> None:
+    from torch import nn
+
+    from tradeoff.search import executable_key
+    from tradeoff.spaces import Deployable
+
+    def net(width: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 2)).eval()
+
+    x = (torch.randn(1, 4),)
+
+    def key(model, executed_as="fp32", bits=None, act=32, backend="eager", inputs=x):
+        d = Deployable(model, executed_as, backend, 0.0, "")
+        return executable_key(model, d, bits or {}, act, inputs, threads=1, device="cpu")
+
+    a, b = net(8), net(8)
+    with torch.no_grad():
+        b[0].weight.mul_(3.0)  # other weight values (another T or alpha): the same program
+    assert key(a) == key(b)
+    assert key(a) != key(net(6))  # pruned: other shapes
+    assert key(a, "int8", {"0": 8, "2": 8}, 8, "inductor") == key(a, "int8", {"0": 4, "2": 4}, 8, "inductor")
+    assert key(a, "int8", {"0": 8, "2": 8}, 8, "inductor") != key(a)  # int8 kernels against fp32
+    assert key(a, "int8+fp32", {"0": 8}, 8, "inductor") != key(a, "int8+fp32", {"2": 8}, 8, "inductor")
+    assert key(a, "int8", {"0": 8, "2": 8}, 8, "inductor") != key(a, "int8", {"0": 8, "2": 8}, 8, "fx")
+    assert key(a) != key(a, inputs=(torch.randn(4, 4),))  # another batch size
