@@ -26,6 +26,7 @@ from tradeoff.objectives import (
     describe_device,
 )
 from tradeoff.spaces import ApplyContext, Compression, Deployable, Recipe
+from tradeoff.spaces.deploy import INT8_MAX_BITS
 from tradeoff.studies import Task, TrialRecord
 from tradeoff.studies.spec import Spec
 from tradeoff.studies.tasks import shared_inputs, val_subset
@@ -98,9 +99,6 @@ LatencyLookup = Callable[[str], "tuple[int, Measurement] | None"]
 """``executable key -> (trial number, latency measurement)`` of an earlier trial that timed the same
 executable, or ``None``: asked once per trial before timing."""
 
-INT8_FORMS = ("int8", "int8+fp32")
-HALF_FORMS = ("bf16", "fp16")
-
 
 def executable_key(
     snapshot: nn.Module,
@@ -132,11 +130,12 @@ def executable_key(
         >>> a == executable_key(m, d, {}, 32, x, threads=2, device="cpu")
         False
     """
-    if deployed.executed_as in INT8_FORMS:
-        low = {name: "int8" for name, bits in weight_bits.items() if bits <= 8}
+    form = deployed.executed_as  # "int8", "int8+fp32", "bf16", "fp16+fp32", ... (tradeoff.spaces.deploy)
+    if form.startswith("int8"):
+        low = {name: "int8" for name, bits in weight_bits.items() if bits <= INT8_MAX_BITS}
         low["activations"] = f"{activation_bits}-bit"
-    elif deployed.executed_as in HALF_FORMS:
-        low = {name: deployed.executed_as for name, bits in weight_bits.items() if bits == 16}
+    elif form.startswith(("bf16", "fp16")):
+        low = {name: form for name, bits in weight_bits.items() if bits == 16}
     else:
         low = {}
     tensors = {

@@ -33,9 +33,7 @@ STOPPED = "stopped"  # True when a fidelity rung stopped the trial early (told P
 RUNGS = "rungs"  # fidelity rungs passed: [{"fraction", "steps", "samples", "accuracy"}] (subset accuracy)
 RUNG_POINT = "rung_point"  # the trial's objectives at its latest rung, {name: value}: what other trials compare to
 HYPERVOLUME = "hypervolume"  # the study's feasible hypervolume once this trial is counted (normalised space)
-EXECUTABLE = (
-    "executable"  # {"key", "latency_ms", "latency_from"}: what executed (a hash), and the trial it was timed on
-)
+EXECUTABLE = "executable"  # {"key", "latency_ms", "latency_from"}: what ran (a hash), the trial that timed it
 DUPLICATE_OF = "duplicate_of"  # number of the trial whose result this one reuses (same recipe), else absent
 ERROR = "error"  # why a FAILED trial failed (one line)
 SEED = "seed"  # the seed the recipe was applied with: the same seed reproduces the model
