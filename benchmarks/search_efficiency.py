@@ -90,7 +90,7 @@ from tradeoff.spaces import (
     distillation_loss,
 )
 from tradeoff.spaces.deploy import reset_auto_backend
-from tradeoff.studies import Spec, Task, demo_spec, load_task, parse_spec
+from tradeoff.studies import Spec, SpecError, Task, demo_spec, load_task, parse_spec
 from tradeoff.studies.tasks import shared_inputs
 
 METHODS = ("tradeoff", "user-nsga2", "random")
@@ -492,12 +492,13 @@ def build_spec_dict(args: argparse.Namespace) -> dict[str, Any]:
 def task_arg(text: str) -> tuple[str, Any]:
     """``NAME=VALUE`` of ``--task-arg``: the value as JSON when it parses, else the string itself."""
     name, sep, value = text.partition("=")
-    if not sep or not name.strip():
+    name = name.strip()
+    if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. val_size=2000), got {text!r}")
     try:
-        return name.strip(), json.loads(value)
+        return name, json.loads(value)
     except json.JSONDecodeError:
-        return name.strip(), value
+        return name, value
 
 
 def warm_up(env: UserEnv) -> float:
@@ -561,7 +562,11 @@ def main() -> None:
     # ---- before any timed run: the teacher (trained and cached on first use), the baseline, one compile
     data = build_spec_dict(args)
     prep0 = time.perf_counter()
-    env = user_setup(parse_spec(data, "search_efficiency.py"))
+    try:  # a bad --task-arg (or other option) is a spec problem: say it, exit 2, before any work
+        first = parse_spec(data, "search_efficiency.py")
+    except SpecError as exc:
+        parser.error(str(exc))
+    env = user_setup(first)
     task_s = time.perf_counter() - prep0
     base0 = time.perf_counter()
     base, _ = user_baseline(env, seed=0)
