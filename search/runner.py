@@ -46,14 +46,19 @@ def sampler_for(spec: Spec, space: RecipeSpace) -> tuple[optuna.samplers.BaseSam
     return make_sampler(choice.name, seed=spec.study.seed), choice
 
 
-AUTO_WARM_STARTS: tuple[dict[str, Any], ...] = (  # what a practitioner tries first, where the space holds it:
-    # full int8 (fast where the target has int8 kernels and the model is big enough for them to pay)...
+AUTO_WARM_STARTS: tuple[dict[str, Any], ...] = (  # what a practitioner tries first, where the space holds it,
+    # cheapest and most often useful first (the order is the order they run in):
+    # int8 weights with fp32 activations (weight-only: no int8 kernel or compile needed, ~no accuracy lost)
+    # across the pruning range's quartiles, pruning being the one knob that moves size, latency and energy
+    # together; it wins where int8 kernels do not (small models at batch 1, where quantize/dequantize
+    # overhead outweighs the arithmetic)...
+    {"pruning.ratio": 0.5, "quantization.weight_bits": 8, "quantization.activation_bits": 32},
+    {"pruning.ratio": 0.75, "quantization.weight_bits": 8, "quantization.activation_bits": 32},
+    {"pruning.ratio": 0.25, "quantization.weight_bits": 8, "quantization.activation_bits": 32},
+    # ...then full int8 (fast where the target has int8 kernels and the model is big enough for them to pay;
+    # each costs a compile), uniform and with half the channels pruned
     {"pruning.ratio": 0.0, "quantization.weight_bits": 8, "quantization.activation_bits": 8},
     {"pruning.ratio": 0.5, "quantization.weight_bits": 8, "quantization.activation_bits": 8},
-    # ...and int8 weights with fp32 activations, which win where int8 kernels do not (small models at
-    # batch 1, where quantize/dequantize overhead outweighs the arithmetic): smaller, and pruning speeds it up
-    {"pruning.ratio": 0.25, "quantization.weight_bits": 8, "quantization.activation_bits": 32},
-    {"pruning.ratio": 0.5, "quantization.weight_bits": 8, "quantization.activation_bits": 32},
 )
 WARM_DISTILLATION = {"distillation.temperature": 4.0, "distillation.alpha": 0.5}  # Hinton et al.'s usual pick
 
@@ -337,7 +342,8 @@ class Runner:
     def _at_rung(
         self, study: optuna.Study, trial: optuna.Trial, env: TrialEnv, fraction: float, values: dict[str, float]
     ) -> bool:
-        """Record the trial's point at a rung; stop it when enough trials at that rung dominate it.
+        """Record the trial's point at a rung; stop it when enough trials at that rung dominate it, or
+        when the accuracy limit is out of reach from there (:meth:`_accuracy_out_of_reach`).
 
         The point is the trial's accuracy at that rung (on the fixed validation subset) with its
         size, latency and energy (final already: they do not depend on fine-tuning), normalised to
@@ -359,7 +365,45 @@ class Runner:
             and key in (t.user_attrs.get(record.RUNG_POINT) or {})
             and record.DUPLICATE_OF not in t.user_attrs  # a copy is not a second opinion
         ]
-        return len(others) > 0 and dominating_count(mine, others) >= self.spec.search.stop_dominated_by
+        need = self.spec.search.stop_dominated_by
+        if others and (count := dominating_count(mine, others)) >= need:
+            trial.set_user_attr(record.STOP_REASON, f"dominated at rung {key} by {count} trials there (>= {need})")
+            return True
+        out_of_reach = self._accuracy_out_of_reach(study, env, key, values["accuracy"])
+        if out_of_reach is not None:
+            trial.set_user_attr(record.STOP_REASON, out_of_reach)
+            return True
+        return False
+
+    def _accuracy_out_of_reach(self, study: optuna.Study, env: TrialEnv, key: str, accuracy: float) -> str | None:
+        """Why ``max_accuracy_drop`` cannot be met from ``accuracy`` at rung ``key``, or ``None`` when it can.
+
+        The evidence is the study's completed, fully fine-tuned trials that passed this rung (read from
+        the storage, so workers share it): the largest gain any of them made from its accuracy at the
+        rung to its final accuracy. A trial whose rung accuracy plus that most optimistic gain still
+        ends below the limit would finish infeasible; until ``[search] stop_infeasible_after`` such
+        trials exist, nothing is stopped this way.
+        """
+        need = self.spec.search.stop_infeasible_after
+        drop = env.constraints.max_accuracy_drop
+        if need == 0 or drop is None or env.baseline is None:
+            return None
+        limit = env.baseline["accuracy"] - drop
+        at = env.names.index("accuracy")
+        gains = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            a = t.user_attrs
+            if a.get(record.ROLE) == "baseline" or a.get(record.SCREENED) or record.DUPLICATE_OF in a:
+                continue
+            rung = next((r["accuracy"] for r in a.get(record.RUNGS) or () if f"{r['fraction']:g}" == key), None)
+            if rung is not None and t.values is not None:
+                gains.append(t.values[at] - rung)
+        if len(gains) < need or accuracy + max(gains) >= limit:
+            return None
+        return (
+            f"accuracy {accuracy:.4f} at rung {key} plus the largest gain from there seen on {len(gains)} "
+            f"completed trials ({max(gains):+.4f}) stays below the limit {limit:.4f} (max_accuracy_drop {drop:g})"
+        )
 
     def _hypervolume_with(self, study: optuna.Study, env: TrialEnv, rec: TrialRecord) -> float:
         """The study's feasible hypervolume once ``rec`` (not told yet) is counted."""

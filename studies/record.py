@@ -30,6 +30,7 @@ EXECUTED_AS = "executed_as"  # the form latency was timed on (e.g. "fp32")
 SECONDS = "seconds"  # wall time per phase: prune, quantize, distil, measure
 SCREENED = "screened"  # True when a cheap constraint failed and fine-tuning was skipped (told COMPLETE, infeasible)
 STOPPED = "stopped"  # True when a fidelity rung stopped the trial early (told PRUNED: no values)
+STOP_REASON = "stop_reason"  # why a rung stopped it: dominated there, or the accuracy limit out of reach
 RUNGS = "rungs"  # fidelity rungs passed: [{"fraction", "steps", "samples", "accuracy"}] (subset accuracy)
 RUNG_POINT = "rung_point"  # the trial's objectives at its latest rung, {name: value}: what other trials compare to
 HYPERVOLUME = "hypervolume"  # the study's feasible hypervolume once this trial is counted (normalised space)
@@ -49,13 +50,14 @@ TRIAL_KEYS = (
     SECONDS,
     SCREENED,
     STOPPED,
+    STOP_REASON,
     RUNGS,
     RUNG_POINT,
     HYPERVOLUME,
     DUPLICATE_OF,
     ERROR,
 )
-OPTIONAL_TRIAL_KEYS = (RUNG_POINT, DUPLICATE_OF, ERROR)  # set only when they apply; every other key is always set
+OPTIONAL_TRIAL_KEYS = (RUNG_POINT, STOP_REASON, DUPLICATE_OF, ERROR)  # set only when they apply; every other key is always set
 
 # ----- study user attributes
 STUDY_FORMAT_KEY = "format"  # "tradeoff.study/1"

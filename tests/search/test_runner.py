@@ -254,8 +254,46 @@ def test_a_trial_is_stopped_when_enough_trials_at_its_rung_dominate_it(url: str)
     me = study.ask()
     assert runner._at_rung(study, me, env, 0.25, worse) is True
     assert me.user_attrs[record.RUNG_POINT]["0.25"] == worse  # stored for others to compare with
+    assert me.user_attrs[record.STOP_REASON] == "dominated at rung 0.25 by 2 trials there (>= 2)"
     assert runner._at_rung(study, study.ask(), env, 0.5, worse) is False  # nobody else at that rung
     assert runner._at_rung(study, study.ask(), env, 0.25, better) is False  # equal is not dominated
+
+
+def test_a_trial_is_stopped_when_the_accuracy_limit_is_out_of_reach_from_its_rung(url: str) -> None:
+    from dataclasses import replace
+
+    from tradeoff.objectives import Constraints
+
+    search = {"stop_infeasible_after": 2, "stop_dominated_by": 99}  # the dominance rule never fires here
+    runner = Runner(_fp32_spec("reach", search=search), url, n_trials=1)
+    study = runner.run()
+    env = replace(_env_stub(study), constraints=Constraints(max_accuracy_drop=0.05))
+    limit = env.baseline["accuracy"] - 0.05
+
+    def completed(at_rung: float, final: float, **attrs) -> None:
+        t = study.ask()
+        t.set_user_attr(record.RUNGS, [{"fraction": 0.25, "steps": 2, "samples": 10, "accuracy": at_rung}])
+        for name, value in attrs.items():
+            t.set_user_attr(name, value)
+        study.tell(t, [final, 1.0, 1.0, 1.0])
+
+    def point(accuracy: float) -> dict[str, float]:
+        return dict(zip(env.names, (accuracy, 1.0, 1.0, 1.0), strict=True))
+
+    completed(limit - 0.30, limit - 0.20)  # gained 0.10 from the rung to the end
+    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.5)) is False  # one trial: no evidence yet
+    completed(limit - 0.10, limit - 0.05)  # gained 0.05
+    completed(0.0, 1.0, screened=True)  # neither a screened trial...
+    completed(0.0, 1.0, duplicate_of=1)  # ...nor a copy is evidence of a gain
+    me = study.ask()
+    assert runner._at_rung(study, me, env, 0.25, point(limit - 0.11)) is True  # even +0.10 ends below the limit
+    assert "plus the largest gain from there seen on 2 completed trials (+0.1000)" in me.user_attrs[record.STOP_REASON]
+    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.09)) is False  # within reach
+    assert runner._at_rung(study, study.ask(), env, 0.5, point(limit - 0.5)) is False  # nobody passed that rung
+    off = Runner(_fp32_spec("reach", search={**search, "stop_infeasible_after": 0}), url, n_trials=1)
+    assert off._at_rung(study, study.ask(), env, 0.25, point(limit - 0.5)) is False
+    no_limit = replace(env, constraints=Constraints())
+    assert runner._at_rung(study, study.ask(), no_limit, 0.25, point(-1.0)) is False
 
 
 def _env_stub(study: optuna.Study):
@@ -324,12 +362,12 @@ def test_auto_warm_starts_are_int8_configs_the_space_holds() -> None:
     spec = _spec(search={"warm_start": "auto"})
     params = warm_start_params(spec, spec.recipe_space())
     assert [(p["pruning.ratio"], p["quantization.activation_bits"]) for p in params] == [
-        (0.0, 8), (0.5, 8), (0.25, 32), (0.5, 32)
-    ]  # fmt: skip
+        (0.5, 32), (0.75, 32), (0.25, 32), (0.0, 8), (0.5, 8)
+    ]  # fmt: skip  (weight-only int8 first: no compile, and it wins where int8 kernels do not)
     assert all(p["quantization.weight_bits"] == 8 for p in params)
     no_int8 = _fp32_spec("x", search={"warm_start": "auto"}, pruning={"ratio": [0.0, 0.3]})
     params = warm_start_params(no_int8, no_int8.recipe_space())
-    assert [p["pruning.ratio"] for p in params] == [0.0, 0.25]  # 0.5 is outside the range, 8 bits not offered
+    assert [p["pruning.ratio"] for p in params] == [0.25, 0.0]  # 0.5, 0.75 are outside the range, 8 bits not offered
     assert all("quantization.weight_bits" not in p for p in params)
 
 
