@@ -93,8 +93,9 @@ from tradeoff.spaces.deploy import reset_auto_backend
 from tradeoff.studies import Spec, SpecError, Task, demo_spec, load_task, parse_spec
 from tradeoff.studies.tasks import shared_inputs
 
-METHODS = ("tradeoff", "user-nsga2", "random")
-COLOURS = {"tradeoff": "#1f77b4", "user-nsga2": "#d62728", "random": "#8c8c8c"}
+METHODS = ("tradeoff", "tradeoff-1w", "user-nsga2", "random")
+QUICK_METHODS = ("tradeoff", "user-nsga2", "random")  # --quick leaves out the one-worker control
+COLOURS = {"tradeoff": "#1f77b4", "tradeoff-1w": "#17becf", "user-nsga2": "#d62728", "random": "#8c8c8c"}
 DASHES = ("", "6,3", "2,3", "8,3,2,3")  # one per seed (in order of --seeds)
 FRACTION = 0.95  # of the best final hypervolume seen: the level whose time to reach is compared
 TARGET_SPEEDUP = 3.0  # user-nsga2 / tradeoff, wall clock (the issue's target on digits)
@@ -126,13 +127,15 @@ class Run:
 
 
 def cpu_snapshot() -> tuple[float, float, float] | None:
-    """(busy CPU seconds of the whole machine since boot, this process's CPU seconds, wall clock), Linux only."""
+    """(busy CPU seconds of the whole machine since boot, this process's CPU seconds and its finished
+    children's (tradeoff's forked workers), wall clock), Linux only."""
     try:
         ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
     except (OSError, ValueError, IndexError):
         return None
     busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-    return busy, time.process_time(), time.perf_counter()
+    own = os.times()
+    return busy, own.user + own.system + own.children_user + own.children_system, time.perf_counter()
 
 
 def other_cores(before: tuple[float, float, float] | None) -> float | None:
@@ -180,6 +183,8 @@ def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
     data = copy.deepcopy(spec_dict)
     sampler = "random" if method == "random" else "auto"
     data["study"].update(name=f"efficiency-{method}-s{seed}", seed=seed, sampler=sampler)
+    if method == "tradeoff-1w":  # the control: tradeoff's defaults in one process, as they were before workers
+        data.setdefault("search", {})["workers"] = 1
     spec = parse_spec(data, "search_efficiency.py")
     names = spec.objective_names()
     reset_auto_backend()  # a fallback to fx remembered by an earlier run must not carry over
@@ -523,7 +528,7 @@ def main() -> None:
     parser.add_argument("--task", default="digits", choices=["digits", "fashion-mnist"])
     parser.add_argument("--trials", type=int, default=None, help="trials per run, the baseline included (40)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="(0 1 2)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help=f"({' '.join(METHODS)})")
     parser.add_argument("--steps", type=int, default=None, help="distillation steps per trial (the spec's)")
     parser.add_argument(
         "--task-arg",
@@ -538,9 +543,10 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,  # what tradeoff's Runner uses for a whole trial (the demo spec's target.threads)
-        help="torch intra-op threads of this process for every method (fine-tuning, compiling; latency is "
-        "timed at the spec's threads anyway); default 1, as tradeoff runs every trial at target.threads",
+        default=None,  # torch's own default (every core): what a user's script that sets nothing gets
+        help="torch intra-op threads of this process, i.e. of the user loop's fine-tuning and of building the task "
+        "(tradeoff's runs pin every trial to the spec's target.threads in each worker, and latency is always timed "
+        "at target.threads); default: torch's own, every core, as a script that sets nothing runs",
     )
     parser.add_argument("--max-accuracy-drop", type=float, default=None, help="absolute (the demo spec's: 0.03)")
     parser.add_argument("--max-size-ratio", type=float, default=None, help="max_size_bytes = R x the baseline's")
@@ -553,10 +559,13 @@ def main() -> None:
     args.trials = args.trials if args.trials is not None else defaults["trials"]
     args.seeds = args.seeds if args.seeds is not None else defaults["seeds"]
     args.steps = args.steps if args.steps is not None else defaults["steps"]
+    if args.methods is None:
+        args.methods = list(QUICK_METHODS if args.quick else METHODS)
     if args.trials < 2:
         parser.error("--trials must be at least 2 (the baseline and one candidate)")
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # the user loop's caught failures are counted below
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     wall0 = time.perf_counter()
 
     # ---- before any timed run: the teacher (trained and cached on first use), the baseline, one compile
@@ -645,6 +654,8 @@ def main() -> None:
         if "tradeoff" in medians
         else {}
     )
+    if "tradeoff-1w" in medians and "user-nsga2" in medians:  # what one process of tradeoff gains on its own
+        speedups["user-nsga2/tradeoff-1w"] = speedup(medians["user-nsga2"], medians["tradeoff-1w"])
     vs_user = speedups.get("user-nsga2/tradeoff")
     met = vs_user is not None and vs_user["kind"] in ("exact", "at least") and vs_user["value"] >= TARGET_SPEEDUP
 
@@ -666,6 +677,8 @@ def main() -> None:
     for m, med in medians.items():
         trials = f"{'> ' if med['lower_bound'] else ''}{med['trials']:.0f}"
         print(f"| {m} | {_fmt_median(med)} | {trials} | {_fmt_speedup(speedups.get(f'{m}/tradeoff'))} |")
+    if "user-nsga2/tradeoff-1w" in speedups:
+        print(f"one tradeoff worker (tradeoff-1w) against the user loop: {_fmt_speedup(speedups['user-nsga2/tradeoff-1w'])}")
     if vs_user is not None:
         where = "" if args.task == "digits" else f"; the issue sets it on digits, shown here for {args.task}"
         print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .runner import Runner, StudyMismatch, TrialEvent, sampler_for, warm_start_params
 from .samplers import SAMPLERS, SamplerChoice, choose_sampler, make_sampler
 from .trial import TrialEnv, evaluate_recipe, executable_key
+from .workers import resolve_workers
 
 __all__ = [
     "SAMPLERS",
@@ -17,6 +18,7 @@ __all__ = [
     "evaluate_recipe",
     "executable_key",
     "make_sampler",
+    "resolve_workers",
     "sampler_for",
     "warm_start_params",
 ]

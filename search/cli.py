@@ -70,6 +70,14 @@ StorageOpt = Annotated[
 TrialsOpt = Annotated[
     int | None, typer.Option("--trials", min=1, help="Trials in the study, baseline included (overrides the spec).")
 ]
+WorkersOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--workers",
+        help="Processes on this host running trials at once: a count or 'auto' (cores // target.threads, at most 4); "
+        "overrides $TRADEOFF_WORKERS and the spec's [search] workers. 1 makes a seeded study reproducible.",
+    ),
+]
 WeightsOpt = Annotated[
     str | None,
     typer.Option("--weights", help="Cost weights, e.g. accuracy=0.6,size_bytes=0.2,latency_ms=0.1,energy_mj=0.1."),
@@ -269,10 +277,15 @@ def _hypervolume_or_none(study: optuna.Study) -> float | None:
 # ---------------------------------------------------------------------------------- run
 
 
-def _run(spec: Spec, storage: str | None, trials: int | None) -> None:
+def _run(spec: Spec, storage: str | None, trials: int | None, workers: str | None = None) -> None:
     url = resolve_storage_url(storage, spec.study.storage)
     total = trials or spec.study.n_trials
-    err.print(f"study [bold]{spec.study.name}[/] · task {spec.task.name} · {total} trials · storage {url}")
+    runner = Runner(spec, url, n_trials=trials, workers=workers)  # a bad worker count is refused before any work
+    err.print(
+        f"study [bold]{spec.study.name}[/] · task {spec.task.name} · {total} trials · storage {url} · "
+        f"{runner.workers} worker(s) ({runner.workers_reason})",
+        highlight=False,
+    )
     live = err.is_terminal  # a live bar on a terminal; one plain line per trial in logs and pipes
     progress = Progress(
         TextColumn("[bold]trials"),
@@ -306,7 +319,8 @@ def _run(spec: Spec, storage: str | None, trials: int | None) -> None:
 
     with progress:
         bar = progress.add_task("building the task (teacher, cached outputs)", total=total)
-        study = Runner(spec, url, n_trials=trials, on_event=on_event).run()
+        runner.on_event = on_event
+        study = runner.run()
     _print_front(study, None, as_json=False)
 
 
@@ -382,12 +396,12 @@ def _energy_source(entries: list) -> str:
 
 
 @app.command()
-def demo(trials: TrialsOpt = None, storage: StorageOpt = None) -> None:
+def demo(trials: TrialsOpt = None, storage: StorageOpt = None, workers: WorkersOpt = None) -> None:
     """Run the demo search on the built-in digits task (an SQLite file in this folder).
 
     Example: tradeoff demo --trials 12
     """
-    _guard(lambda: _run(demo_spec(), storage, trials))
+    _guard(lambda: _run(demo_spec(), storage, trials, workers))
 
 
 @app.command()
@@ -395,14 +409,15 @@ def launch(
     spec: Annotated[Path, typer.Argument(help="The study spec (TOML).")],
     trials: TrialsOpt = None,
     storage: StorageOpt = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Create or resume the study a spec describes and run it to its trial budget.
 
-    Ctrl-C stops after marking the running trial failed; the same command resumes.
+    Ctrl-C stops after marking the running trials failed; the same command resumes.
 
-    Example: tradeoff launch my-study.toml --trials 40
+    Example: tradeoff launch my-study.toml --trials 40 --workers 2
     """
-    _guard(lambda: _run(load_spec(spec), storage, trials))
+    _guard(lambda: _run(load_spec(spec), storage, trials, workers))
 
 
 @app.command()

@@ -8,8 +8,11 @@ re-run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
+import socket
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from tradeoff.studies.tasks import weights_sha256
 
 from .samplers import SamplerChoice, choose_sampler, make_sampler
 from .trial import TrialEnv, evaluate_recipe, latency_measurement, with_baseline
+from .workers import Workers, resolve_workers
 
 INTERRUPTED = "interrupted: the process stopped while the trial ran"
 
@@ -111,6 +115,11 @@ def _comparable(spec_dict: dict) -> dict:
     return {**spec_dict, "study": study}
 
 
+def _worker_name() -> str:
+    """``host:pid`` of the process running a trial (workers on one host differ by pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _counted(t: optuna.trial.FrozenTrial) -> bool:
     """Trials that use up the budget: completed, stopped at a rung, real failures (not interruptions)."""
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
@@ -144,7 +153,10 @@ class Runner:
         spec: The validated spec.
         storage_url: Where the study lives.
         n_trials: Overrides ``spec.study.n_trials`` (trials in the study, baseline included).
-        on_event: Called after every finished trial.
+        on_event: Called after every trial this process finishes (other workers' trials are counted
+            in ``done`` but not reported one by one).
+        workers: Overrides ``[search] workers`` and ``$TRADEOFF_WORKERS`` (a count or ``"auto"``):
+            processes on this host running the study's trials at once (:mod:`tradeoff.search.workers`).
     """
 
     def __init__(
@@ -154,11 +166,19 @@ class Runner:
         *,
         n_trials: int | None = None,
         on_event: Callable[[TrialEvent], None] | None = None,
+        workers: int | str | None = None,
     ) -> None:
         self.spec = spec
         self.storage_url = storage_url
         self.n_trials = n_trials if n_trials is not None else spec.study.n_trials
         self.on_event = on_event or (lambda event: None)
+        self.workers, self.workers_reason = resolve_workers(
+            spec.search.workers,
+            threads=spec.target.threads,
+            device=spec.target.device,
+            storage_url=storage_url,
+            override=workers,
+        )
 
     def open_study(self, space: RecipeSpace) -> tuple[optuna.Study, bool]:
         """Create the study, or load it and check it was launched with the same spec.
@@ -227,9 +247,54 @@ class Runner:
                 for params in warm[: self.n_trials - 1]:  # right after the baseline, within the budget
                     study.enqueue_trial(params, skip_if_exists=True)
 
-        while (done := sum(map(_counted, study.get_trials(deepcopy=False)))) < self.n_trials:
-            self._run_one(study, env, space, seed0 + done)
+        if self.workers == 1:
+            self._loop(study, env, space, seed0, contextlib.nullcontext())
+            return study
+        # the baseline is measured and the warm starts are queued: the other workers start from here
+        workers = Workers(self.workers, lambda index: self._work(env, space, seed0, index, workers.lock))
+        workers.start()
+        try:
+            self._loop(study, env, space, seed0, workers.lock)
+        except BaseException:
+            workers.stop(interrupt=True)
+            self._fail_stale(study)  # a worker stopped between asking and telling leaves no RUNNING trial
+            raise
+        problems = workers.stop()
+        if problems:
+            raise RuntimeError("worker processes failed: " + "; ".join(problems))
         return study
+
+    def _loop(
+        self, study: optuna.Study, env: TrialEnv, space: RecipeSpace, seed0: int, lock: contextlib.AbstractContextManager
+    ) -> None:
+        """Ask for and run trials until the budget is met, counting other workers' running trials.
+
+        Checking the budget and asking happen under ``lock`` (shared by this host's workers), so
+        the study never gets more trials than its budget.
+        """
+        while True:
+            with lock:
+                taken = sum(_counted(t) or t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+                if taken >= self.n_trials:
+                    return
+                trial = study.ask()
+            self._run_one(study, trial, env, space, seed0 + taken)
+
+    def _work(self, env: TrialEnv, space: RecipeSpace, seed0: int, index: int, lock: Any) -> None:
+        """Worker ``index`` >= 1, in a forked process: its own storage connection and sampler seed."""
+        import torch
+
+        with contextlib.suppress(ImportError, AttributeError):  # compile in-process: the parent's pool is not ours
+            import torch._inductor.config as inductor_config
+
+            inductor_config.compile_threads = 1
+        torch.set_num_threads(self.spec.target.threads)  # a forked process does not keep the count
+        self.on_event = lambda event: None  # the parent reports progress
+        study = optuna.load_study(study_name=self.spec.study.name, storage=open_storage(self.storage_url))
+        name = (study.user_attrs.get(record.STUDY_SAMPLER) or {}).get("name") or sampler_for(self.spec, space)[1].name
+        seed = self.spec.study.seed
+        study.sampler = make_sampler(name, seed=None if seed is None else seed + index)  # not the parent's draws
+        self._loop(study, env, space, seed0, lock)
 
     def _run_baseline(self, study: optuna.Study, env: TrialEnv, space: RecipeSpace, seed: int) -> TrialEnv:
         """Measure the uncompressed model and add it as a finished trial.
@@ -250,12 +315,13 @@ class Runner:
         trial.datetime_start = started  # its duration is its measurement, as for every other trial
         rec.write(trial)
         trial.set_user_attr(record.HYPERVOLUME, 0.0)  # the baseline is the reference corner: it adds nothing
+        trial.set_user_attr(record.WORKER, _worker_name())
         study.add_trial(trial)
         self._emit(study, study.get_trials(deepcopy=False)[-1].number, "COMPLETE", rec.values, hypervolume=0.0)
         return with_baseline(env, rec)
 
-    def _run_one(self, study: optuna.Study, env: TrialEnv, space: RecipeSpace, seed: int) -> None:
-        trial = study.ask()
+    def _run_one(self, study: optuna.Study, trial: optuna.Trial, env: TrialEnv, space: RecipeSpace, seed: int) -> None:
+        trial.set_user_attr(record.WORKER, _worker_name())
         try:
             recipe = space.sample(trial)
             if self.spec.search.reuse_duplicates and self._reuse(study, trial, json.loads(recipe.to_json())):
@@ -306,7 +372,7 @@ class Runner:
                 continue
             original = t.user_attrs.get(record.DUPLICATE_OF, t.number)
             for key, value in t.user_attrs.items():
-                if key != record.HYPERVOLUME:
+                if key not in (record.HYPERVOLUME, record.WORKER):
                     trial.set_user_attr(key, value)
             trial.set_user_attr(record.DUPLICATE_OF, original)
             for name, value in t.constraints.items():

@@ -38,6 +38,7 @@ EXECUTABLE = "executable"  # {"key", "latency_ms", "latency_from"}: what ran (a 
 DUPLICATE_OF = "duplicate_of"  # number of the trial whose result this one reuses (same recipe), else absent
 ERROR = "error"  # why a FAILED trial failed (one line)
 SEED = "seed"  # the seed the recipe was applied with: the same seed reproduces the model
+WORKER = "worker"  # "host:pid" of the worker process that ran the trial ([search] workers)
 
 TRIAL_KEYS = (
     ROLE,
@@ -56,6 +57,7 @@ TRIAL_KEYS = (
     HYPERVOLUME,
     DUPLICATE_OF,
     ERROR,
+    WORKER,
 )
 OPTIONAL_TRIAL_KEYS = (RUNG_POINT, STOP_REASON, DUPLICATE_OF, ERROR)  # set only when they apply; every other key is always set
 

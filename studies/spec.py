@@ -218,6 +218,10 @@ class SearchSection(_Strict):
     # configs tried first, right after the baseline: "auto" (int8, and int8 weights with fp32 activations,
     # at a few pruning ratios, where the space holds them), [] for none, or a list of tables of knob values
     warm_start: Any = "auto"
+    # processes on this host running trials at once (tradeoff.search.workers): "auto" = cores // target.threads
+    # (at most 4; one on a GPU), since a trial runs at target.threads and one process leaves the other cores
+    # idle; 1 makes a seeded study reproducible (with more, the order trials finish in depends on timing)
+    workers: Any = "auto"
 
     @field_validator("rungs")
     @classmethod
@@ -225,6 +229,13 @@ class SearchSection(_Strict):
         if any(b <= a for a, b in zip(rungs, rungs[1:])):
             raise ValueError(f"must be strictly increasing fractions in (0, 1), got {rungs}")
         return rungs
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, workers: Any) -> int | str:
+        if workers == "auto" or (isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1):
+            return workers
+        raise ValueError(f"must be a positive number of worker processes or 'auto', got {workers!r}")
 
     @field_validator("warm_start")
     @classmethod

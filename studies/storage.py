@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError
 DEFAULT_STORAGE = "sqlite:///tradeoff.db"  # embedded, nothing to install or start
 ENV_VAR = "TRADEOFF_STORAGE"
 SUPPORTED = ("sqlite", "postgresql", "mysql")
+SQLITE_TIMEOUT_S = 60.0  # a writer waits this long for another worker's transaction (sqlite3's default: 5 s)
 
 
 class StorageError(ValueError):
@@ -55,6 +56,8 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.RDBSt
     path = sqlite_path(url)
     if must_exist and path is not None and not path.exists():
         raise StorageError(f"no study storage at {str(path)!r}; run `tradeoff launch` or `tradeoff demo` first.")
+    if path is not None:  # workers on this host write to one file: wait for its lock instead of failing at 5 s
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
     return optuna.storages.RDBStorage(url)
 
 

@@ -18,6 +18,13 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_worker() -> None:
+    """Studies run in one process unless a test asks for more: a seeded study is then reproducible, and
+    tests can watch every trial from the test process (the parallel tests unset this themselves)."""
+    os.environ["TRADEOFF_WORKERS"] = "1"
+
+
 @pytest.fixture(scope="session")
 def digits_task(_cache_dir: Path):
     from tradeoff.studies.tasks import digits

@@ -217,16 +217,17 @@ def test_a_runtime_failure_exits_1_with_a_message_and_a_traceback_only_with_debu
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
 
-def test_ctrl_c_during_launch_leaves_a_resumable_study(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_during_launch_leaves_a_resumable_study(tmp_path: Path, workers: str) -> None:
     (tmp_path / "spec.toml").write_text(USER_SPEC.format(name="stop", n=6))
     proc = subprocess.Popen(
-        [EXE, "launch", "spec.toml"], cwd=tmp_path, env=env_for(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, stdin=subprocess.DEVNULL,
+        [EXE, "launch", "spec.toml", "--workers", workers], cwd=tmp_path, env=env_for(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     seen = []
-    for line in proc.stderr:  # progress lines arrive as trials finish; interrupt after the second
+    for line in proc.stderr:  # progress lines arrive as this process's trials finish; interrupt after a candidate
         seen.append(line)
-        if line.startswith("trial 1 "):
+        if line.startswith("trial ") and not line.startswith("trial 0 "):
             proc.send_signal(signal.SIGINT)
             break
     _, rest = proc.communicate(timeout=120)
@@ -240,6 +241,16 @@ def test_ctrl_c_during_launch_leaves_a_resumable_study(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     complete = [t for t in optuna.load_study(study_name="stop", storage=url).trials if t.state.name == "COMPLETE"]
     assert len(complete) == 6
+
+
+def test_a_bad_worker_count_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    (tmp_path / "spec.toml").write_text(USER_SPEC.format(name="w", n=2))
+    done = run("launch", "spec.toml", "--workers", "0", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--workers: expected a positive number of workers or 'auto', got '0'" in " ".join(done.stderr.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
+    done = run("launch", "spec.toml", cwd=tmp_path, env={"TRADEOFF_WORKERS": "many"})
+    assert done.returncode == 2 and "$TRADEOFF_WORKERS: expected a positive number" in done.stderr
 
 
 def test_storage_from_the_environment(tmp_path: Path) -> None:

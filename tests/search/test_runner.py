@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+import os
+import socket
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -294,6 +298,51 @@ def test_a_trial_is_stopped_when_the_accuracy_limit_is_out_of_reach_from_its_run
     assert off._at_rung(study, study.ask(), env, 0.25, point(limit - 0.5)) is False
     no_limit = replace(env, constraints=Constraints())
     assert runner._at_rung(study, study.ask(), no_limit, 0.25, point(-1.0)) is False
+
+
+def test_workers_share_one_study_and_never_overshoot_its_budget(url: str, monkeypatch, tmp_path) -> None:
+    from tradeoff.studies import export_bundle
+
+    monkeypatch.delenv("TRADEOFF_WORKERS", raising=False)
+    warm = [{"pruning.ratio": 0.5}, {"pruning.ratio": 0.25}]
+    spec = _fp32_spec("par", search={"workers": 2, "warm_start": warm})
+    runner = Runner(spec, url, n_trials=7)
+    assert runner.workers == 2 and runner.workers_reason == "named: 2"
+    study = runner.run()
+    trials = study.get_trials()
+    assert len(trials) == 7 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    workers = [t.user_attrs[record.WORKER] for t in trials]
+    here = f"{socket.gethostname()}:{os.getpid()}"
+    assert workers[0] == here  # the baseline is measured before the other worker starts
+    assert len(set(workers)) == 2  # the forked worker ran trials of the same study
+    for params in warm:  # each warm start ran once, whichever worker took it
+        assert sum(t.params["pruning.ratio"] == params["pruning.ratio"] for t in trials[1:]) == 1
+    seeds = [t.user_attrs[record.SEED] for t in trials]
+    assert len(set(seeds)) == len(seeds)  # no two trials applied with the same seed
+    theirs = next(
+        t for t in trials if t.user_attrs[record.WORKER] != here and t.state == TrialState.COMPLETE
+        and not t.user_attrs[record.SCREENED]
+    )  # fmt: skip
+    config = json.loads(export_bundle(study, tmp_path / "out", rule=str(theirs.number)).read_text())
+    assert all(r["ok"] for r in config["rebuilt"])  # the forked worker's model rebuilds like any other trial
+
+
+def test_one_worker_when_asked_and_in_memory_storage_cannot_be_shared(monkeypatch) -> None:
+    from tradeoff.search.workers import MAX_AUTO, resolve_workers
+    from tradeoff.studies import SpecError
+
+    monkeypatch.delenv("TRADEOFF_WORKERS", raising=False)
+    file = "sqlite:///s.db"
+    cores = os.cpu_count() or 1
+    assert resolve_workers("auto", threads=1, device="cpu", storage_url=file)[0] == max(1, min(cores, MAX_AUTO))
+    assert resolve_workers("auto", threads=cores, device="cpu", storage_url=file)[0] == 1
+    assert resolve_workers("auto", threads=1, device="cuda:0", storage_url=file)[0] == 1
+    assert resolve_workers(3, threads=1, device="cpu", storage_url="sqlite:///:memory:")[0] == 1
+    monkeypatch.setenv("TRADEOFF_WORKERS", "3")
+    assert resolve_workers("auto", threads=1, device="cpu", storage_url=file) == (3, "$TRADEOFF_WORKERS: 3")
+    assert resolve_workers(1, threads=1, device="cpu", storage_url=file, override="2") == (2, "--workers: 2")
+    with pytest.raises(SpecError, match=r"--workers: expected a positive number of workers or 'auto', got 'x'"):
+        resolve_workers(1, threads=1, device="cpu", storage_url=file, override="x")
 
 
 def _env_stub(study: optuna.Study):

@@ -53,6 +53,7 @@ def test_minimal_spec_gets_documented_defaults() -> None:
         ({"search": {"rungs": [0.5, 1.0]}}, "search.rungs[1]: Input should be less than 1"),
         ({"search": {"warm_start": "int8"}}, "search.warm_start: must be 'auto' or a list of tables of knob values"),
         ({"search": {"stop_dominated_by": 0}}, "search.stop_dominated_by: Input should be greater than or equal to 1"),
+        ({"search": {"workers": 0}}, "search.workers: must be a positive number of worker processes or 'auto', got 0"),
         (
             {"search": {"stop_infeasible_after": -1}},
             "search.stop_infeasible_after: Input should be greater than or equal to 0",
@@ -189,7 +190,7 @@ def test_search_defaults_and_warm_starts_written_with_dotted_keys() -> None:
     spec = parse_spec(MINIMAL)
     assert spec.search.screen and spec.search.reuse_duplicates and spec.search.warm_start == "auto"
     assert spec.search.rungs == [0.25, 0.5] and spec.search.stop_dominated_by == 3
-    assert spec.search.stop_infeasible_after == 3
+    assert spec.search.stop_infeasible_after == 3 and spec.search.workers == "auto"
     text = """
 [study]
 name = "s"
