@@ -1,19 +1,23 @@
 """Search efficiency: hypervolume against wall-clock time and trial count, tradeoff against a hand-written loop.
 
 Usage:  python benchmarks/search_efficiency.py [--task digits|fashion-mnist] [--trials 40] [--seeds 0 1 2]
-            [--methods tradeoff user-nsga2 random] [--steps N] [--task-arg NAME=VALUE] [--threads N] [--quick]
+            [--methods tradeoff tradeoff-1w user-nsga2 random] [--steps N] [--task-arg NAME=VALUE] [--threads N] [--quick]
             [--max-accuracy-drop D] [--max-size-ratio R] [--max-latency-ratio R] [--max-energy-ratio R]
             [--out benchmarks/results/search_efficiency.json] [--svg benchmarks/results/search_efficiency.svg]
 
 In one process, on one task, with the same trial budget (the uncompressed baseline included) and the
-same seeds, it runs three searches over the demo spec's space (``studies/demo.toml``):
+same seeds, it runs four searches over the demo spec's space (``studies/demo.toml``):
 
-  tradeoff    ``tradeoff``'s defaults: ``Runner`` with sampler ``auto``, a fresh SQLite file per run;
-  user-nsga2  what a user writes by hand with Optuna (section (b) below): NSGA-II with Optuna's defaults,
-              the same knobs and ranges, prune -> quantize -> distil (the teacher run on every step) ->
-              bake -> deployable form -> tradeoff's own objectives, so the figures are computed the same
-              way; no caching, no screening, no fidelity rungs, no warm starts, no reuse of duplicates;
-  random      random search through ``tradeoff`` (``Runner``, sampler ``random``).
+  tradeoff     ``tradeoff``'s defaults: ``Runner`` with sampler ``auto`` and ``workers = "auto"`` (forked
+               worker processes, cores // target.threads: two on a 2-core machine), a fresh SQLite file per run;
+  tradeoff-1w  the same with ``workers = 1`` (the control: what one process of tradeoff does on its own);
+  user-nsga2   what a user writes by hand with Optuna (section (b) below): NSGA-II with Optuna's defaults,
+               the same knobs and ranges, prune -> quantize -> distil (the teacher run on every step) ->
+               bake -> deployable form -> tradeoff's own objectives, so the figures are computed the same
+               way; no caching, no screening, no fidelity rungs, no warm starts, no reuse of duplicates;
+               one process at torch's default thread count (every core, what a script that sets nothing
+               gets; ``--threads`` changes it);
+  random       random search through ``tradeoff`` (``Runner``, sampler ``random``, its default workers).
 
 Every run's hypervolume is computed the same way (DESIGN.md, "Numbers everyone computes the same
 way"): COMPLETE feasible trials (every constraint value <= 0; screened or stopped trials excluded),
@@ -41,7 +45,7 @@ the digits teacher's training (24 s) and imports included (docs/BENCHMARKS.md ha
 test images (the teacher itself always trains on all 60k). Also writes an SVG of hypervolume against
 wall-clock seconds. Each run says how many cores other processes kept busy
 meanwhile: on a shared machine the wall-clock figures inflate (two-thread training oversubscribed by
-other work slowed trials 10x here); every method runs at ``--threads`` (default 1, as tradeoff's trials).
+other work slowed trials 10x here); tradeoff's worker processes are counted as this run's own.
 """
 
 from __future__ import annotations
