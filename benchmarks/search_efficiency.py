@@ -38,9 +38,10 @@ times the interleaved ratio: near a latency limit, one config can be feasible in
 another.
 
 Target (this 2-core CPU, digits): tradeoff reaches 95 % of the best hypervolume at least 3x sooner
-(wall clock) than the hand-written loop. ``--quick`` (one seed, 8 trials, 50 distillation steps: a
-smoke run of the whole pipeline, too short to rank the methods) took 2 min 24 s here from a cold cache,
-the digits teacher's training (24 s) and imports included (docs/BENCHMARKS.md has the full runs).
+(wall clock) than the hand-written loop. ``--quick`` (one seed, 8 trials, 50 distillation steps, the
+methods but the one-worker control: a smoke run of the whole pipeline, too short to rank the methods)
+took 124 s wall clock here on 2026-12-04 from a cold cache, the digits teacher's training (21 s),
+imports and the warm-up compile included (docs/BENCHMARKS.md has the full runs).
 ``--task fashion-mnist --task-arg val_size=2000`` runs the larger task with accuracy on the first 2,000
 test images (the teacher itself always trains on all 60k). Also writes an SVG of hypervolume against
 wall-clock seconds. Each run says how many cores other processes kept busy
