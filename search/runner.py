@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,11 +196,7 @@ class Runner:
                     f"study {name!r} already exists in {self.storage_url} with a different spec; "
                     "give the study a new name, or launch it with the spec it was created with."
                 )
-            chosen = study.user_attrs.get(record.STUDY_SAMPLER)
-            if chosen is not None:
-                study.sampler = make_sampler(chosen["name"], seed=self.spec.study.seed)
-            else:
-                study.sampler = sampler_for(self.spec, space)[0]
+            study.sampler = self._stored_sampler(study, space)
             return study, False
         sampler, choice = sampler_for(self.spec, space)
         study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS), sampler=sampler)
@@ -211,6 +207,14 @@ class Runner:
         study.set_user_attr(record.STUDY_SPEC, self.spec.to_dict())
         study.set_user_attr(record.STUDY_SAMPLER, choice.as_json())
         return study, True
+
+    def _stored_sampler(self, study: optuna.Study, space: RecipeSpace, index: int = 0) -> optuna.samplers.BaseSampler:
+        """The sampler the study was created with (what ``auto`` chose is stored on it), seeded with
+        the study's seed + ``index`` (worker ``index``'s own draws)."""
+        chosen = study.user_attrs.get(record.STUDY_SAMPLER)
+        name = chosen["name"] if chosen is not None else sampler_for(self.spec, space)[1].name
+        seed = self.spec.study.seed
+        return make_sampler(name, seed=None if seed is None else seed + index)
 
     def _fail_stale(self, study: optuna.Study) -> None:
         """An embedded (SQLite) study has one host: a RUNNING trial left there was interrupted."""
@@ -291,9 +295,7 @@ class Runner:
         torch.set_num_threads(self.spec.target.threads)  # a forked process does not keep the count
         self.on_event = lambda event: None  # the parent reports progress
         study = optuna.load_study(study_name=self.spec.study.name, storage=open_storage(self.storage_url))
-        name = (study.user_attrs.get(record.STUDY_SAMPLER) or {}).get("name") or sampler_for(self.spec, space)[1].name
-        seed = self.spec.study.seed
-        study.sampler = make_sampler(name, seed=None if seed is None else seed + index)  # not the parent's draws
+        study.sampler = self._stored_sampler(study, space, index)  # not the parent's draws
         self._loop(study, env, space, seed0, lock)
 
     def _run_baseline(self, study: optuna.Study, env: TrialEnv, space: RecipeSpace, seed: int) -> TrialEnv:
@@ -422,11 +424,10 @@ class Runner:
         trial.set_user_attr(record.RUNG_POINT, points)
         base = env.baseline or {}
         mine = normalise(values, base, env.names)
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
         others = [
             normalise(t.user_attrs[record.RUNG_POINT][key], base, env.names)
-            for t in study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-            )
+            for t in trials
             if t.number != trial.number
             and key in (t.user_attrs.get(record.RUNG_POINT) or {})
             and record.DUPLICATE_OF not in t.user_attrs  # a copy is not a second opinion
@@ -435,17 +436,20 @@ class Runner:
         if others and (count := dominating_count(mine, others)) >= need:
             trial.set_user_attr(record.STOP_REASON, f"dominated at rung {key} by {count} trials there (>= {need})")
             return True
-        out_of_reach = self._accuracy_out_of_reach(study, env, key, values["accuracy"])
+        completed = [t for t in trials if t.state == TrialState.COMPLETE]
+        out_of_reach = self._accuracy_out_of_reach(completed, env, key, values["accuracy"])
         if out_of_reach is not None:
             trial.set_user_attr(record.STOP_REASON, out_of_reach)
             return True
         return False
 
-    def _accuracy_out_of_reach(self, study: optuna.Study, env: TrialEnv, key: str, accuracy: float) -> str | None:
+    def _accuracy_out_of_reach(
+        self, completed: Sequence[optuna.trial.FrozenTrial], env: TrialEnv, key: str, accuracy: float
+    ) -> str | None:
         """Why ``max_accuracy_drop`` cannot be met from ``accuracy`` at rung ``key``, or ``None`` when it can.
 
-        The evidence is the study's completed, fully fine-tuned trials that passed this rung (read from
-        the storage, so workers share it): the largest gain any of them made from its accuracy at the
+        The evidence is the study's ``completed`` trials that were fully fine-tuned and passed this rung
+        (read from the storage, so workers share it): the largest gain any of them made from its accuracy at the
         rung to its final accuracy. A trial whose rung accuracy plus that most optimistic gain still
         ends below the limit would finish infeasible; until ``[search] stop_infeasible_after`` such
         trials exist, nothing is stopped this way.
@@ -457,7 +461,7 @@ class Runner:
         limit = env.baseline["accuracy"] - drop
         at = env.names.index("accuracy")
         gains = []
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        for t in completed:
             a = t.user_attrs
             if a.get(record.ROLE) == "baseline" or a.get(record.SCREENED) or record.DUPLICATE_OF in a:
                 continue

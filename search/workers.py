@@ -120,7 +120,7 @@ class Workers:
                 p.terminate()
                 p.join()
                 problems.append(f"{p.name} did not stop within {JOIN_S:.0f} s and was terminated")
-            elif p.exitcode not in (0, 130) or (p.exitcode == 130 and not interrupt):
+            elif p.exitcode != 0 and not (interrupt and p.exitcode == 130):  # 130: it stopped on Ctrl-C
                 problems.append(f"{p.name} exited with code {p.exitcode} (its error is above, on stderr)")
         return problems
 
