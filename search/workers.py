@@ -40,7 +40,8 @@ from tradeoff.studies.storage import sqlite_path
 ENV_VAR = "TRADEOFF_WORKERS"  # overrides the spec's [search] workers (as --workers on the command line)
 MAX_AUTO = 4  # past a few workers the one-at-a-time measurement lock and SQLite's one writer are the bottleneck
 GRACE_S = 2.0  # after Ctrl-C: a worker that got it too is left this long to stop before it is signalled again
-JOIN_S = 120.0  # after Ctrl-C: how long a worker may take to mark its trial failed before it is terminated
+JOIN_S = 10.0  # after Ctrl-C: how long a worker may take to mark its trial failed before it is terminated
+# (marking takes well under a second; the parent then marks whatever a terminated worker left RUNNING)
 
 
 def resolve_workers(
