@@ -119,6 +119,7 @@ class Finished:
     feasible: bool  # COMPLETE, fully measured (not screened nor stopped) and every constraint <= 0
     duration_s: float = 0.0  # the trial's own wall time (start to complete)
     note: str = ""  # executed_as, screened / stopped / duplicate, or why it failed
+    params: dict[str, Any] | None = None  # the sampled knobs (the report's record of what each trial tried)
 
 
 @dataclass
@@ -176,6 +177,7 @@ def _finished(trial: FrozenTrial, start: datetime, names: Sequence[str]) -> Fini
         feasible=values is not None and _feasible(trial.state, trial.constraints, attrs),
         duration_s=(trial.datetime_complete - (trial.datetime_start or trial.datetime_complete)).total_seconds(),
         note=note.strip(),
+        params=dict(trial.params),
     )
 
 
@@ -375,6 +377,7 @@ def curve(run: Run, max_accuracy_drop: float | None) -> list[dict[str, Any]]:
                 "hv": hv,
                 "values": t.values,
                 "note": t.note,
+                "params": t.params,
             }
         )
     return out
