@@ -76,7 +76,9 @@ def make_sampler(name: str, *, seed: int | None = None) -> optuna.samplers.BaseS
     with warnings.catch_warnings():  # multivariate TPE is experimental in name only; it is Optuna's advice
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+            # constant_liar: a trial another worker is running counts as a bad result until it
+            # ends, so parallel workers do not ask for the same region (no effect with one worker)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
         if name == "gp":
             return optuna.samplers.GPSampler(seed=seed)
         if name == "nsga2":

@@ -53,3 +53,28 @@ def test_every_sampler_is_seeded(name: str) -> None:
 def test_an_unknown_sampler_is_an_error_that_lists_the_names() -> None:
     with pytest.raises(ValueError, match="tpe, gp, nsga2, nsga3, random"):
         make_sampler("cmaes")
+
+
+def test_tpe_steers_away_from_trials_other_workers_are_running() -> None:
+    # Workers share one study; without constant_liar a TPE sampler that sees the best region
+    # already taken by running trials would suggest it again. With it, those running trials count
+    # as bad results until they end, so the next suggestion lands elsewhere.
+    def next_x(constant_liar: bool, seed: int) -> float:
+        sampler = make_sampler("tpe", seed=seed)
+        if not constant_liar:
+            sampler._constant_liar = False  # the same sampler otherwise, for the comparison
+        study = optuna.create_study(directions=["minimize"] * 2, sampler=sampler)
+        for x in [i / 19 for i in range(20)]:  # good results near x = 0.1
+            study.enqueue_trial({"x": x})
+            t = study.ask()
+            v = t.suggest_float("x", 0, 1)
+            study.tell(t, [abs(v - 0.1), abs(v - 0.1) ** 2])
+        for x in (0.08, 0.09, 0.1, 0.11, 0.12):  # other workers are running these
+            study.enqueue_trial({"x": x})
+            study.ask().suggest_float("x", 0, 1)
+        return study.ask().suggest_float("x", 0, 1)
+
+    lied = [abs(next_x(True, seed) - 0.1) for seed in range(12)]
+    plain = [abs(next_x(False, seed) - 0.1) for seed in range(12)]
+    assert all(a >= b for a, b in zip(lied, plain)), (lied, plain)  # never closer to the taken region
+    assert sum(a > b for a, b in zip(lied, plain)) >= 4, (lied, plain)  # and often farther from it
