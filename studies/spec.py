@@ -207,8 +207,9 @@ class SearchSection(_Strict):
     # at that rung, and the three cheap objectives); 3 keeps one unlucky comparison from stopping it
     stop_dominated_by: int = Field(default=3, ge=1)
     # stop at a rung when the accuracy there plus the largest gain from that rung to the final accuracy
-    # seen on the study's completed trials still misses max_accuracy_drop; it waits for this many such
-    # trials (the gain's evidence) and 0 turns it off. Infeasible trials add nothing to the front, and a
+    # seen on the study's completed trials that were no higher at that rung (the gain grows with the
+    # room left) still misses max_accuracy_drop; it waits for this many such trials (the gain's
+    # evidence) and 0 turns it off. Infeasible trials add nothing to the front, and a
     # fine-tune that ends below the limit cost as much as one that ends on it
     stop_infeasible_after: int = Field(default=3, ge=0)
     reuse_duplicates: bool = True  # a recipe already tried (after rounding) reuses its result

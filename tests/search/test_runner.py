@@ -286,13 +286,22 @@ def test_a_trial_is_stopped_when_the_accuracy_limit_is_out_of_reach_from_its_run
 
     completed(limit - 0.30, limit - 0.20)  # gained 0.10 from the rung to the end
     assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.5)) is False  # one trial: no evidence yet
-    completed(limit - 0.10, limit - 0.05)  # gained 0.05
+    completed(limit - 0.20, limit - 0.15)  # gained 0.05
     completed(0.0, 1.0, screened=True)  # neither a screened trial...
     completed(0.0, 1.0, duplicate_of=1)  # ...nor a copy is evidence of a gain
     me = study.ask()
-    assert runner._at_rung(study, me, env, 0.25, point(limit - 0.11)) is True  # even +0.10 ends below the limit
-    assert "plus the largest gain from there seen on 2 completed trials (+0.1000)" in me.user_attrs[record.STOP_REASON]
+    assert runner._at_rung(study, me, env, 0.25, point(limit - 0.15)) is True  # even +0.10 ends below the limit
+    assert "largest gain seen on 2 completed trials that were at or below it there (+0.1000)" in (
+        me.user_attrs[record.STOP_REASON]
+    )
     assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.09)) is False  # within reach
+    # the gain grows with the room left, so only trials that started at least as low are evidence:
+    # below both there is none, and between them only one (fewer than stop_infeasible_after = 2)
+    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.31)) is False
+    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.25)) is False
+    completed(limit - 0.25, limit - 0.05)  # gained 0.20 from lower down
+    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.19)) is False  # +0.20 reaches it
+    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.21)) is True  # +0.20 falls short
     assert runner._at_rung(study, study.ask(), env, 0.5, point(limit - 0.5)) is False  # nobody passed that rung
     off = Runner(_fp32_spec("reach", search={**search, "stop_infeasible_after": 0}), url, n_trials=1)
     assert off._at_rung(study, study.ask(), env, 0.25, point(limit - 0.5)) is False
