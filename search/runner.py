@@ -451,11 +451,12 @@ class Runner:
         The evidence is the study's ``completed`` trials that were fully fine-tuned and passed this rung
         at an accuracy no higher than ``accuracy`` (read from the storage, so workers share it): the largest
         gain any of them made from its accuracy at the rung to its final accuracy. Only trials that
-        started at least as low count, because the gain grows with the room left: a heavily pruned
-        student at 0.78 after a quarter of its steps recovers far more (+0.20 on ``digits``) than a
-        lightly pruned one at 0.97 (+0.02), and the largest gain of trials that all started higher
-        would stop trials that finish feasible, right at the accuracy limit where the front's most
-        compressed points are. A trial whose rung accuracy plus that most optimistic gain still ends
+        started at least as low count, because the gain grows with the room left: on ``digits`` a
+        student at 0.78 after a quarter of its steps ended at 0.98 (+0.20) where the largest gain
+        of the trials that had started higher was +0.16, so the old rule, which took any trials'
+        largest gain, stopped trials that finish feasible, right at the accuracy limit where the
+        front's most compressed points are. A gain from lower down bounds the gain from higher up;
+        one from higher up does not. A trial whose rung accuracy plus that most optimistic gain still ends
         below the limit would finish infeasible; until ``[search] stop_infeasible_after`` such
         trials exist, nothing is stopped this way.
         """
