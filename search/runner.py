@@ -31,7 +31,7 @@ from tradeoff.studies.tasks import weights_sha256
 
 from .samplers import SamplerChoice, choose_sampler, make_sampler
 from .trial import TrialEnv, evaluate_recipe, latency_measurement, with_baseline
-from .workers import Workers, resolve_workers
+from .workers import Workers, noting_sigint, resolve_workers, sigint_seen
 
 INTERRUPTED = "interrupted: the process stopped while the trial ran"
 
@@ -231,8 +231,13 @@ class Runner:
         warm = warm_start_params(self.spec, space)  # checked before anything is written
         # the whole trial (fine-tuning and calibration too, not only timing) runs at the target's thread
         # count: torch's default of every core oversubscribes a shared machine (236 s vs 6.6 s seen here)
-        with torch_threads(self.spec.target.threads):
-            return self._run(task, space, warm)
+        with torch_threads(self.spec.target.threads), noting_sigint():
+            try:
+                return self._run(task, space, warm)
+            except Exception as exc:
+                if sigint_seen():  # Ctrl-C that SQLite turned into a storage error: still an interruption
+                    raise KeyboardInterrupt from exc
+                raise
 
     def _run(self, task: Task, space: RecipeSpace, warm: list[dict[str, Any]]) -> optuna.Study:
         env = TrialEnv.prepare(self.spec, task)
@@ -343,6 +348,10 @@ class Runner:
             study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:  # noqa: BLE001  # a recipe the model cannot take: the trial fails, the study goes on
+            if sigint_seen():  # Ctrl-C that SQLite turned into a storage error mid-trial
+                trial.set_user_attr(record.ERROR, INTERRUPTED)
+                study.tell(trial, state=TrialState.FAIL)
+                raise KeyboardInterrupt from exc
             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             trial.set_user_attr(record.ERROR, error)
             study.tell(trial, state=TrialState.FAIL)

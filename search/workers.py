@@ -27,11 +27,13 @@ the storage is an in-memory SQLite database that a second process cannot see, on
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tradeoff.studies.spec import SpecError
@@ -127,7 +129,51 @@ class Workers:
 
 
 def _child(target: Callable[[int], None], index: int) -> None:
+    with noting_sigint():
+        try:
+            target(index)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except Exception:
+            if sigint_seen():  # Ctrl-C that SQLite turned into a storage error
+                sys.exit(130)
+            raise
+
+
+_SIGINT_SEEN = [False]  # this process got Ctrl-C inside noting_sigint() (a forked worker has its own)
+
+
+@contextlib.contextmanager
+def noting_sigint() -> Iterator[None]:
+    """Ctrl-C still raises ``KeyboardInterrupt`` inside, and is also remembered (:func:`sigint_seen`).
+
+    A Ctrl-C that lands while SQLite runs a statement does not arrive as ``KeyboardInterrupt``:
+    SQLite aborts the statement (``OperationalError: interrupted``) and Optuna wraps that as a
+    ``StorageInternalError``. Remembering the signal lets the runner tell that from a real storage
+    error and stop as an interruption (exit 130, trial marked interrupted), not as a failure.
+
+    Example:
+        >>> with noting_sigint():
+        ...     sigint_seen()
+        False
+    """
+    _SIGINT_SEEN[0] = False
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        _SIGINT_SEEN[0] = True
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt, as without this handler
+
+    signal.signal(signal.SIGINT, handler)
     try:
-        target(index)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def sigint_seen() -> bool:
+    """Whether Ctrl-C reached this process inside the current :func:`noting_sigint` block."""
+    return _SIGINT_SEEN[0]

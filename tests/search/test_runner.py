@@ -472,3 +472,40 @@ def test_an_executable_already_timed_reuses_its_latency(url: str) -> None:
     study = Runner(_spec_like(spec, search={"warm_start": [], "reuse_latency": False}), url).run()
     assert all(t.user_attrs[record.EXECUTABLE]["latency_from"] is None for t in study.trials)
     assert len({t.values[2] for t in study.trials[1:]}) > 1  # timed anew each time: the noise shows
+
+
+def _sigint_then(exc: BaseException | None):
+    """A stand-in for ``Runner._run``: Ctrl-C lands inside it (optionally swallowed, as SQLite does when
+    it turns the signal into ``OperationalError: interrupted``), then ``exc`` is raised."""
+    import signal
+    import time
+
+    def fake_run(self, task, space, warm):
+        if exc is None:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass  # what the storage layer does with it
+        raise exc
+
+    return fake_run
+
+
+def test_ctrl_c_that_the_storage_turned_into_an_error_still_stops_the_run_as_an_interruption(
+    url: str, monkeypatch
+) -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    commit = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+    monkeypatch.setattr(Runner, "_run", _sigint_then(commit))
+    with pytest.raises(KeyboardInterrupt) as info:
+        Runner(_fp32_spec("sigint"), url, n_trials=2).run()
+    assert info.value.__cause__ is commit  # the storage error is kept as the cause
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+    # without a Ctrl-C the same storage error is a real failure and stays one
+    monkeypatch.setattr(Runner, "_run", _sigint_then(None))
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        Runner(_fp32_spec("sigint"), url, n_trials=2).run()
