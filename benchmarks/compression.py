@@ -49,7 +49,7 @@ from torch import nn
 
 from tradeoff.objectives import describe_device, measure_latency
 from tradeoff.objectives.complexity import size_bytes
-from tradeoff.spaces import ApplyContext, PruningConfig, QuantizationConfig, executable_form
+from tradeoff.spaces import ApplyContext, PruningConfig, QuantizationConfig, strip_activation_quant
 from tradeoff.spaces.deploy import deployable_form
 from tradeoff.studies.tasks import BasicBlock, DigitsCNN  # the same block as the fashion-mnist teacher
 
@@ -121,9 +121,9 @@ def build(name: str, model: nn.Module, sample: Callable[[int, int], torch.Tensor
     ctx = ApplyContext(example_inputs=(sample(2, 0),), train=calib)
     pruned = PruningConfig(ratio=PRUNE_RATIO).apply_(copy.deepcopy(model), ctx).eval()
     configs: list[dict[str, Any]] = [
-        {"config": "fp32 eager", "executed_as": "fp32", "backend": "eager", "size_bytes": size_bytes(model)},
-        {"config": "fp32 compiled", "executed_as": "fp32", "backend": "inductor", "size_bytes": size_bytes(model)},
-        {"config": "prune 50%", "executed_as": "fp32", "backend": "eager", "size_bytes": size_bytes(pruned)},
+        {"config": "fp32 eager", "deployable_form": "fp32", "backend": "eager", "size_bytes": size_bytes(model)},
+        {"config": "fp32 compiled", "deployable_form": "fp32", "backend": "inductor", "size_bytes": size_bytes(model)},
+        {"config": "prune 50%", "deployable_form": "fp32", "backend": "eager", "size_bytes": size_bytes(pruned)},
     ]
     configs[0]["modules"] = {b: model for b in BATCHES}
     configs[2]["modules"] = {b: pruned for b in BATCHES}
@@ -136,7 +136,7 @@ def build(name: str, model: nn.Module, sample: Callable[[int, int], torch.Tensor
     for label, base in (("int8", model), ("prune 50% + int8", pruned)):
         cfg = QuantizationConfig(weight_bits=8, activation_bits=8)
         scored = cfg.bake_(cfg.apply_(copy.deepcopy(base), ctx))
-        fp32_form, _ = executable_form(scored)
+        fp32_form = strip_activation_quant(scored)
         bits = cfg.weight_bits_by_layer(fp32_form)
         entry: dict[str, Any] = {"config": label, "size_bytes": size_bytes(fp32_form, bits), "modules": {}}
         entry["build_s"] = {}
@@ -150,8 +150,8 @@ def build(name: str, model: nn.Module, sample: Callable[[int, int], torch.Tensor
                 threads=THREADS,
             )
             entry["modules"][b], entry["build_s"][b] = form.module, round(form.seconds, 1)
-            entry.update(executed_as=form.executed_as, backend=form.backend, note=form.note)
-            log(f"{name}: {label} at batch {b}: {form.executed_as} via {form.backend}, built in {form.seconds:.1f} s")
+            entry.update(deployable_form=form.form, backend=form.backend, note=form.note)
+            log(f"{name}: {label} at batch {b}: {form.form} via {form.backend}, built in {form.seconds:.1f} s")
         configs.append(entry)
     params = {"fp32": sum(p.numel() for p in model.parameters()), "pruned": sum(p.numel() for p in pruned.parameters())}
     for c in configs:
@@ -192,7 +192,7 @@ def time_model(
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | config | executed_as | backend | size bytes | size ratio | latency ms b1 | speed-up b1 | "
+        "| model | config | deployable_form | backend | size bytes | size ratio | latency ms b1 | speed-up b1 | "
         + "latency ms b32 | speed-up b32 |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -200,7 +200,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lo1, hi1 = c["speedup_b1_range"]
         lo32, hi32 = c["speedup_b32_range"]
         lines.append(
-            f"| {c['model']} | {c['config']} | {c['executed_as']} | {c['backend']} | {c['size_bytes']:,} "
+            f"| {c['model']} | {c['config']} | {c['deployable_form']} | {c['backend']} | {c['size_bytes']:,} "
             f"| {c['size_ratio']:.3f} ({1 / c['size_ratio']:.2f}x smaller) | {c['ms_b1']:.3f} "
             f"| {c['speedup_b1']:.2f}x ({lo1:.2f}-{hi1:.2f}) | {c['ms_b32']:.2f} "
             f"| {c['speedup_b32']:.2f}x ({lo32:.2f}-{hi32:.2f}) |"

@@ -28,7 +28,8 @@ import torch
 from tradeoff.objectives import describe_device
 from tradeoff.search import Runner
 from tradeoff.studies import parse_spec
-from tradeoff.studies.record import EXECUTED_AS, FIGURES
+from tradeoff.studies import record
+from tradeoff.studies.record import DEPLOYABLE_FORM, FIGURES
 from tradeoff.studies.results import baseline_trial, pick, ranked_front, study_hypervolume
 from tradeoff.studies.tasks import load_task
 
@@ -46,7 +47,7 @@ def _row(trial: optuna.trial.FrozenTrial, base: dict[str, float]) -> dict[str, o
         "smaller": round(base["size_bytes"] / size, 2),
         "latency_ms": round(lat, 4),
         "faster": round(1 / figures["latency_ratio"], 2) if figures.get("latency_ratio") else None,
-        "executed_as": trial.user_attrs.get(EXECUTED_AS),
+        "deployable_form": record.attrs(trial).get(DEPLOYABLE_FORM),
         "params": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in trial.params.items()},
     }
 
@@ -106,13 +107,13 @@ def main() -> None:
         "target_met_by": [r["trial"] for r in meets],
     }
     print()
-    print("| trial | accuracy | drop (pts) | size bytes | smaller | faster (b1) | executed_as | knobs |")
+    print("| trial | accuracy | drop (pts) | size bytes | smaller | faster (b1) | deployable_form | knobs |")
     print("|---:|---:|---:|---:|---:|---:|---|---|")
     for r in front:
         mark = " (knee)" if r["trial"] == knee["trial"] else ""
         print(
             f"| {r['trial']}{mark} | {r['accuracy']:.4f} | {r['drop_points']:.2f} | {r['size_bytes']:,} | "
-            f"{r['smaller']:.2f}x | {r['faster']}x | {r['executed_as']} | {r['params']} |"
+            f"{r['smaller']:.2f}x | {r['faster']}x | {r['deployable_form']} | {r['params']} |"
         )
     print()
     print(json.dumps({k: v for k, v in summary.items() if k != "front"}, indent=2))

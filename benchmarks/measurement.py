@@ -72,7 +72,7 @@ def main() -> None:
     task = digits()
     x = task.example_inputs
     ratios = np.linspace(0.0, 0.9, args.configs).round(3).tolist()
-    models = [compress(Recipe(pruning=PruningConfig(ratio=r)), task.model, ApplyContext(x)).executable for r in ratios]
+    models = [compress(Recipe(pruning=PruningConfig(ratio=r)), task.model, ApplyContext(x)).deployable.module for r in ratios]
 
     passes: list[dict[str, list[float]]] = []
     start = time.perf_counter()

@@ -118,7 +118,7 @@ class Finished:
     values: dict[str, float] | None
     feasible: bool  # COMPLETE, fully measured (not screened nor stopped) and every constraint <= 0
     duration_s: float = 0.0  # the trial's own wall time (start to complete)
-    note: str = ""  # executed_as, screened / stopped / duplicate, or why it failed
+    note: str = ""  # deployable_form, screened / stopped / duplicate, or why it failed
     params: dict[str, Any] | None = None  # the sampled knobs (the report's record of what each trial tried)
 
 
@@ -168,7 +168,7 @@ def _finished(trial: FrozenTrial, start: datetime, names: Sequence[str]) -> Fini
     if trial.state == TrialState.FAIL:
         note = str(attrs.get("error", ""))
     else:
-        note = " ".join([str(attrs.get("executed_as", "")), *flags])
+        note = " ".join([str(attrs.get("deployable_form", "")), *flags])
     return Finished(
         number=trial.number,
         state=trial.state.name,
@@ -300,9 +300,9 @@ def user_measure(
         metric=env.task.metric,
         weight_bits=recipe.quantization.weight_bits_by_layer(scored),
         activation_bits=recipe.quantization.activation_bits,
-        executable=deployed.module,
-        executed_as=deployed.executed_as,
-        execution={"backend": deployed.backend, "note": deployed.note},
+        deployable=deployed.module,
+        deployable_form=deployed.form,
+        deployable_details={"backend": deployed.backend, "note": deployed.note},
         reference=None if baseline is None else env.task.model,  # timed interleaved with the teacher
         reference_latency_ms=None if baseline is None else baseline["latency_ms"],
         threads=env.spec.target.threads,
@@ -334,7 +334,7 @@ def run_user_nsga2(spec: Spec, seed: int) -> Run:
         except Exception as exc:  # kept for the report; study.optimize(catch=...) marks the trial failed
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
             raise
-        trial.set_user_attr("executed_as", deployed.executed_as)
+        trial.set_user_attr("deployable_form", deployed.form)
         for name, value in constraints.items():
             trial.set_constraint(name, value)
         return tuple(values[n] for n in names)

@@ -122,11 +122,11 @@ class EvalContext:
         metric: ``(outputs, targets) -> float``; default top-1.
         weight_bits: Bit-width of each quantized layer's weights by module name; absent = 32.
         activation_bits: Bit-width of the activations entering quantized layers.
-        executable: The form that really runs on the target (latency is timed on it). ``None``
-            means the model itself runs as given.
-        executed_as: Name of that form (e.g. ``"fp32"``), recorded with latency.
-        execution: How that form runs (``backend``, ``note``), recorded with latency.
-        reference: The uncompressed model in its executable form, timed interleaved with the
+        deployable: The deployable form: what really runs on the target (latency is timed on
+            it). ``None`` means the model itself runs as given.
+        deployable_form: Name of that form (e.g. ``"fp32"``, ``"int8"``), recorded with latency.
+        deployable_details: How that form runs (``backend``, ``note``), recorded with latency.
+        reference: The uncompressed model in its deployable form, timed interleaved with the
             candidate so that latency can be normalised within the same moment.
         reference_latency_ms: The study's baseline latency; with ``reference`` the candidate's
             latency is reported as this reference times the interleaved ratio.
@@ -139,9 +139,9 @@ class EvalContext:
     metric: Metric = top1
     weight_bits: Mapping[str, int] = field(default_factory=dict)
     activation_bits: int = 32
-    executable: nn.Module | None = None
-    executed_as: str = "fp32"
-    execution: Mapping[str, Any] = field(default_factory=dict)
+    deployable: nn.Module | None = None
+    deployable_form: str = "fp32"
+    deployable_details: Mapping[str, Any] = field(default_factory=dict)
     reference: nn.Module | None = None
     reference_latency_ms: float | None = None
     threads: int = 1

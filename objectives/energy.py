@@ -2,7 +2,7 @@
 
 Sources (the spec's ``target.energy``: ``auto`` picks the first that applies):
   * ``rapl`` — CPU package energy from Linux powercap (``/sys/class/powercap/intel-rapl:N``,
-    also used by AMD). Measured over a loop of forward passes of the executable form, minus the
+    also used by AMD). Measured over a loop of forward passes of the deployable form, minus the
     idle power measured just before over a quiet window, divided by the passes. Counter wrap-around
     is handled with ``max_energy_range_uj``. Inside the device's measurement lock.
   * ``nvml`` — NVIDIA GPU total energy (``nvmlDeviceGetTotalEnergyConsumption``, mJ) through
@@ -308,7 +308,7 @@ class EnergyMj(Objective):
                 {"energy_model": self.model.label, **parts},
             )
         executable, inputs = on_device(
-            ctx.executable if ctx.executable is not None else model, ctx.example_inputs, ctx.device
+            ctx.deployable if ctx.deployable is not None else model, ctx.example_inputs, ctx.device
         )
         r = measure_energy(executable, inputs, counter, threads=ctx.threads, device=ctx.device)
         return Measurement(
@@ -319,7 +319,7 @@ class EnergyMj(Objective):
             {
                 **r,
                 "counter": counter.describe(),
-                "executed_as": ctx.executed_as,
+                "deployable_form": ctx.deployable_form,
                 "device": describe_device(ctx.device),
                 "threads": ctx.threads,
                 "repeats": r["passes"],

@@ -1,4 +1,4 @@
-"""Latency: wall time of one forward pass of the executable form, measured on the target.
+"""Latency: wall time of one forward pass of the deployable form, measured on the target.
 
 Method (why each step):
   * ``torch.utils.benchmark.Timer`` runs the timed calls: it pins the intra-op thread count and,
@@ -189,7 +189,7 @@ def measure_latency(
 
 
 class LatencyMs(Objective):
-    """Latency of one forward pass at the target batch size, measured on the executable form."""
+    """Latency of one forward pass at the target batch size, measured on the deployable form."""
 
     name = "latency_ms"
     direction = "minimize"
@@ -199,15 +199,15 @@ class LatencyMs(Objective):
         self._measure = measure
 
     def measure(self, model: nn.Module, ctx: EvalContext) -> Measurement:
-        executable = ctx.executable if ctx.executable is not None else model
+        deployable = ctx.deployable if ctx.deployable is not None else model
         reference = ctx.reference if ctx.reference_latency_ms is not None else None
-        executable, inputs = on_device(executable, ctx.example_inputs, ctx.device)
+        deployable, inputs = on_device(deployable, ctx.example_inputs, ctx.device)
         reference, _ = on_device(reference, ctx.example_inputs, ctx.device)
-        r = self._measure(executable, inputs, threads=ctx.threads, reference=reference, device=ctx.device)
+        r = self._measure(deployable, inputs, threads=ctx.threads, reference=reference, device=ctx.device)
         details = {
             **r,
-            "executed_as": ctx.executed_as,
-            **{f"execution_{k}": v for k, v in ctx.execution.items()},
+            "deployable_form": ctx.deployable_form,
+            **{f"deployable_{k}": v for k, v in ctx.deployable_details.items()},
             "batch_size": int(as_args(ctx.example_inputs)[0].shape[0]),
             "device": describe_device(ctx.device),
             "torch": torch.__version__,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .runner import Runner, StudyMismatch, TrialEvent, sampler_for, warm_start_params
 from .samplers import SAMPLERS, SamplerChoice, choose_sampler, make_sampler
-from .trial import TrialEnv, evaluate_recipe, executable_key
+from .trial import TrialEnv, evaluate_recipe, deployable_key
 from .workers import resolve_workers
 
 __all__ = [
@@ -16,7 +16,7 @@ __all__ = [
     "TrialEvent",
     "choose_sampler",
     "evaluate_recipe",
-    "executable_key",
+    "deployable_key",
     "make_sampler",
     "resolve_workers",
     "sampler_for",

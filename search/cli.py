@@ -385,7 +385,7 @@ def _print_front(study: optuna.Study, weights: Weights | None, *, as_json: bool)
     out.print(f"hypervolume {study_hypervolume(study):.4f} in the baseline-normalised space")
     out.print(
         "accuracy measured on the validation set; complexity computed at the chosen bit-widths; latency measured "
-        "on the executable form (see executed_as), interleaved with the baseline; energy " + _energy_source(entries),
+        "on the deployable form (see deployable_form), interleaved with the baseline; energy " + _energy_source(entries),
         style="dim",
     )
 

@@ -382,7 +382,7 @@ class Runner:
             if t.state == TrialState.FAIL and t.user_attrs.get(record.ERROR) == INTERRUPTED:
                 continue
             original = t.user_attrs.get(record.DUPLICATE_OF, t.number)
-            for key, value in t.user_attrs.items():
+            for key, value in record.attrs(t).items():
                 if key not in (record.HYPERVOLUME, record.WORKER):
                     trial.set_user_attr(key, value)
             trial.set_user_attr(record.DUPLICATE_OF, original)
@@ -400,12 +400,12 @@ class Runner:
         return False
 
     def _latency_of(self, study: optuna.Study, key: str) -> tuple[int, Measurement] | None:
-        """The first trial that timed the executable ``key`` (read from the storage, so workers on
+        """The first trial that timed the deployable form ``key`` (read from the storage, so workers on
         other hosts share it; the key holds the device, so another machine never matches), and its
         latency measurement; ``None`` when none has."""
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            a = t.user_attrs
-            exe = a.get(record.EXECUTABLE) or {}
+            a = record.attrs(t)
+            exe = a.get(record.DEPLOYABLE) or {}
             if (
                 exe.get("key") == key
                 and exe.get("latency_from") is None  # timed on this trial, not itself reused

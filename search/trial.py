@@ -96,11 +96,11 @@ RungCallback = Callable[[float, int, dict[str, float]], bool]
 """``(fraction, steps_done, values at the rung) -> stop?``: asked at each fidelity rung."""
 
 LatencyLookup = Callable[[str], "tuple[int, Measurement] | None"]
-"""``executable key -> (trial number, latency measurement)`` of an earlier trial that timed the same
-executable, or ``None``: asked once per trial before timing."""
+"""``deployable key -> (trial number, latency measurement)`` of an earlier trial that timed the same
+deployable form, or ``None``: asked once per trial before timing."""
 
 
-def executable_key(
+def deployable_key(
     snapshot: nn.Module,
     deployed: Deployable,
     weight_bits: dict[str, int],
@@ -114,23 +114,23 @@ def executable_key(
 
     Latency is a property of the program that runs, not of the values in it: the layers and their
     shapes (pruning decides these), which layers run in which precision and on what kernels
-    (``executed_as``, the backend and the low-precision layer set), the input shapes, threads, device
+    (``deployable_form``, the backend and the low-precision layer set), the input shapes, threads, device
     and torch build. Weight values, and so distillation's temperature and alpha, and the weight
     width of a layer that executes in fp32 either way (weight-only quantization) or in int8 either
     way (4-bit codes run on int8 kernels), do not enter it. Two trials with the same key time the
-    same executable.
+    same deployable form.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
         >>> d = Deployable(m, "fp32", "eager", 0.0, "")
         >>> x = (torch.randn(1, 4),)
-        >>> a = executable_key(m, d, {"0": 8}, 32, x, threads=1, device="cpu")
-        >>> a == executable_key(m, d, {"0": 4}, 32, x, threads=1, device="cpu")  # weight-only: fp32 both
+        >>> a = deployable_key(m, d, {"0": 8}, 32, x, threads=1, device="cpu")
+        >>> a == deployable_key(m, d, {"0": 4}, 32, x, threads=1, device="cpu")  # weight-only: fp32 both
         True
-        >>> a == executable_key(m, d, {}, 32, x, threads=2, device="cpu")
+        >>> a == deployable_key(m, d, {}, 32, x, threads=2, device="cpu")
         False
     """
-    form = deployed.executed_as  # "int8", "int8+fp32", "bf16", "fp16+fp32", ... (tradeoff.spaces.deploy)
+    form = deployed.form  # "int8", "int8+fp32", "bf16", "fp16+fp32", ... (tradeoff.spaces.deploy)
     if form.startswith("int8"):
         low = {name: "int8" for name, bits in weight_bits.items() if bits <= INT8_MAX_BITS}
         low["activations"] = f"{activation_bits}-bit"
@@ -144,7 +144,7 @@ def executable_key(
     described = {
         "modules": {name: type(m).__name__ for name, m in snapshot.named_modules()},
         "tensors": tensors,
-        "executed_as": deployed.executed_as,
+        "deployable_form": deployed.form,
         "backend": deployed.backend,
         "low_precision": low,
         "inputs": [[list(x.shape), str(x.dtype)] if isinstance(x, torch.Tensor) else repr(x) for x in example_inputs],
@@ -159,7 +159,7 @@ def _reused_latency(m: Measurement, trial: int) -> Measurement:
     """An earlier trial's latency, labelled as reused (its source stays what it was: measured)."""
     return replace(
         m,
-        method=f"{m.method}; timed once for this executable, on trial {trial}",
+        method=f"{m.method}; timed once for this deployable form, on trial {trial}",
         details={**m.details, "reused_from_trial": trial},
     )
 
@@ -194,9 +194,9 @@ def evaluate_recipe(
     accuracy is then that rung's, on the subset, and must not be told as a final value) -> bake,
     then accuracy on the whole validation set, complexity and energy of the final model.
 
-    With ``latency_of``, an executable already timed in the study (same :func:`executable_key`)
+    With ``latency_of``, a deployable form already timed in the study (same :func:`deployable_key`)
     is not timed again: its measurement is reused, labelled with the trial it came from, and the
-    record's ``executable`` says so (``latency_from``).
+    record's ``deployable`` says so (``latency_from``).
 
     With ``env.baseline`` unset the recipe is taken as the baseline itself (role ``baseline``):
     its latency is an absolute median; later trials are timed interleaved with the teacher and
@@ -222,9 +222,9 @@ def evaluate_recipe(
             metric=env.task.metric,
             weight_bits=weight_bits,
             activation_bits=recipe.quantization.activation_bits,
-            executable=deployed.module,
-            executed_as=deployed.executed_as,
-            execution={"backend": deployed.backend, "note": deployed.note},
+            deployable=deployed.module,
+            deployable_form=deployed.form,
+            deployable_details={"backend": deployed.backend, "note": deployed.note},
             reference=None if is_baseline else env.task.model,
             reference_latency_ms=None if is_baseline else env.baseline["latency_ms"],
             threads=env.threads,
@@ -234,7 +234,7 @@ def evaluate_recipe(
     start = time.perf_counter()
     cheap_names = tuple(n for n in env.names if n != "accuracy")
     ctx = context(env.task.val)
-    key = executable_key(
+    key = deployable_key(
         snapshot,
         deployed,
         weight_bits,
@@ -248,7 +248,7 @@ def evaluate_recipe(
     pre = _measure(snapshot, ctx, env.objectives, timed)
     if earlier is not None:
         pre["latency_ms"] = _reused_latency(earlier[1], earlier[0])
-    executable = {
+    deployable = {
         "key": key,
         "latency_ms": pre["latency_ms"].value,
         "latency_from": None if earlier is None else earlier[0],
@@ -283,8 +283,8 @@ def evaluate_recipe(
             figures=figures,
             provenance={name: _provenance(m, ctx) for name, m in measured.items()},
             constraints=constraint_values({**figures, **values}, env.baseline or values, env.constraints),
-            executed_as=deployed.executed_as,
-            executable=executable,
+            deployable_form=deployed.form,
+            deployable=deployable,
             seconds={k: round(v, 4) for k, v in seconds.items()},
             screened=screened,
             stopped=stopped,

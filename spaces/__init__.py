@@ -17,7 +17,7 @@ from .distillation import (
     materialise,
 )
 from .pruning import PruningConfig, PruningSpace, recalibrate_batchnorm
-from .quantization import QuantizationConfig, QuantizationSpace, executable_form
+from .quantization import QuantizationConfig, QuantizationSpace, strip_activation_quant
 from .recipe import RECIPE_FORMAT, Compressed, Compression, Recipe, RecipeSpace, compress
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
     "compress",
     "deployable_form",
     "distillation_loss",
-    "executable_form",
+    "strip_activation_quant",
     "materialise",
     "recalibrate_batchnorm",
     "supports_float16",

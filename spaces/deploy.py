@@ -4,7 +4,7 @@ A scored model (see :mod:`tradeoff.spaces.quantization`) holds its quantized lay
 integer grid of their chosen widths, stored in fp32, so that accuracy and size are those of the
 chosen widths. Timing that model would time fp32 arithmetic; timing fake-quant would time fp32
 arithmetic plus rounding. Neither is low-precision latency. :func:`deployable_form` builds what the
-target can really run and names it (``executed_as``), following DESIGN.md ("Deployable form and
+target can really run and names it (:attr:`Deployable.form`), following DESIGN.md ("Deployable form and
 honesty"):
 
 * **int8** (static W8A8) for every conv/linear layer whose weights are at most 8 bits *and* whose
@@ -12,7 +12,7 @@ honesty"):
   uint8 activations calibrated on a few training batches. Widths 2-7 execute as int8, the nearest
   executable form; their integer codes are kept exactly (the weight observer finds the grid the
   weights sit on, so a 4-bit layer runs as int8 codes in ``-7..7`` with the 4-bit scale). Other
-  layers stay fp32 inside the same graph (``executed_as = "int8+fp32"``).
+  layers stay fp32 inside the same graph (``form = "int8+fp32"``).
 
   - ``"inductor"`` (primary): torchao's PT2E flow: ``torch.export`` at a batch of at least 2 with a
     dynamic batch dimension (a dynamic dimension traced at batch 1 is specialised away, and a graph
@@ -92,7 +92,7 @@ class Deployable:
 
     Args:
         module: Call it like the model (inputs as positional arguments); returns fp32 outputs.
-        executed_as: ``"int8"``, ``"int8+fp32"``, ``"bf16"``, ``"fp16"``, ``"bf16+fp32"``,
+        form: ``"int8"``, ``"int8+fp32"``, ``"bf16"``, ``"fp16"``, ``"bf16+fp32"``,
             ``"fp16+fp32"`` or ``"fp32"``: the arithmetic the conv/linear layers run in.
         backend: What runs it: ``"inductor"`` (torch.compile), ``"fx"`` (eager quantized kernels)
             or ``"eager"`` (plain PyTorch).
@@ -102,7 +102,7 @@ class Deployable:
     """
 
     module: nn.Module | Callable[..., Any]
-    executed_as: str
+    form: str
     backend: str
     seconds: float
     note: str
@@ -361,7 +361,7 @@ def deployable_form(
         float16: Which 16-bit float a 16-bit weight width executes as: ``"bf16"`` or ``"fp16"``.
 
     Returns:
-        The :class:`Deployable`: module, ``executed_as``, backend, build seconds and a note.
+        The :class:`Deployable`: module, ``deployable_form``, backend, build seconds and a note.
 
     Raises:
         DeployError: The model or one of its layers cannot be exported, quantized or compiled (with
@@ -372,7 +372,7 @@ def deployable_form(
         >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
         >>> x = (torch.randn(1, 4),)
         >>> d = deployable_form(m, weight_bits={"0": 8, "2": 8}, activation_bits=32, example_inputs=x, calibration=[x])
-        >>> d.executed_as, d.backend
+        >>> d.form, d.backend
         ('fp32', 'eager')
         >>> deployable_form(m, weight_bits={}, activation_bits=8, example_inputs=x, calibration=[], backend="eager").note
         'nothing to execute in int8: no conv/linear layer has weights <= 8 bits'
@@ -423,16 +423,16 @@ def _half(
     dtype = FLOAT16_KINDS[kind]
     if len(half) == len(layers):  # every conv/linear at 16 bits: the whole model in that float
         module: nn.Module = _Cast(copy.deepcopy(model).eval(), dtype)
-        executed_as = kind
+        form = kind
     else:  # only the 16-bit layers; the others keep the fp32 arithmetic they were scored in
         module = copy.deepcopy(model).eval()
         for name in half:
             parent_name, _, child = name.rpartition(".")
             parent = module.get_submodule(parent_name)
             setattr(parent, child, _Cast(getattr(parent, child), dtype))
-        executed_as = f"{kind}+fp32"
+        form = f"{kind}+fp32"
     notes.append(f"{len(half)} of {len(layers)} conv/linear layers in {kind}")
-    return Deployable(module, executed_as, "eager", time.perf_counter() - start, "; ".join(notes))
+    return Deployable(module, form, "eager", time.perf_counter() - start, "; ".join(notes))
 
 
 # --------------------------------------------------------------------------- int8
@@ -502,8 +502,8 @@ def _int8_result(
         notes.insert(0, f"{len(int8_layers)} of {len(layers)} conv/linear layers in int8; fp32: {_shown(fp32_layers)}")
     else:
         notes.insert(0, f"all {len(layers)} conv/linear layers in int8")
-    executed_as = "int8" if not fp32_layers else "int8+fp32"
-    return Deployable(module, executed_as, backend, time.perf_counter() - start, "; ".join(notes), int8_layers)
+    form = "int8" if not fp32_layers else "int8+fp32"
+    return Deployable(module, form, backend, time.perf_counter() - start, "; ".join(notes), int8_layers)
 
 
 class _CompileFailed(RuntimeError):

@@ -12,9 +12,9 @@ widths, e.g. ``{"conv1,fc": 8, "layer3": 4}``; other layers take ``weight_bits``
 
 After tuning, :meth:`QuantizationConfig.bake_` writes the quantized weights into the layers
 (values on the grid, stored in fp32), giving the *scored* model: accuracy and size are those of
-the chosen widths. :func:`executable_form` turns it into what really runs on the target (int8
-kernels where widths allow and the target has them; see :mod:`tradeoff.spaces.deploy`), and says
-which form that is (``executed_as``): no fake-quant is ever timed under a low-bit name.
+the chosen widths. :meth:`QuantizationConfig.deploy` turns it into its *deployable form*, what really
+runs on the target (int8 kernels where widths allow and the target has them; see
+:mod:`tradeoff.spaces.deploy`), and names that form (:attr:`~tradeoff.spaces.deploy.Deployable.form`): no fake-quant is ever timed under a low-bit name.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def _activation_hooks(module: nn.Module) -> list[tuple[int, ActivationFakeQuant]
     return [(k, h) for k, h in module._forward_pre_hooks.items() if isinstance(h, ActivationFakeQuant)]
 
 
-def executable_form(model: nn.Module) -> tuple[nn.Module, str]:
+def strip_activation_quant(model: nn.Module) -> nn.Module:
     """A copy of a baked model without its activation fake-quant: the fp32 form, weights on their grid.
 
     This is what :func:`tradeoff.spaces.deploy.deployable_form` starts from (see
@@ -135,7 +135,7 @@ def executable_form(model: nn.Module) -> tuple[nn.Module, str]:
     for module in exe.modules():
         for key, _ in _activation_hooks(module):
             del module._forward_pre_hooks[key]
-    return exe.eval(), "fp32"
+    return exe.eval()
 
 
 def _check_bits(name: str, bits: int, allowed: tuple[int, ...]) -> None:
@@ -236,7 +236,7 @@ class QuantizationConfig(Config):
         Activation ranges of the int8 form are calibrated on the first training batches of
         ``ctx``; it is compiled for ``ctx.threads`` with ``ctx.backend`` (see :mod:`.deploy`).
         """
-        exe, _ = executable_form(model)
+        exe = strip_activation_quant(model)
         calibration = [as_args(inputs) for inputs, _ in list(ctx.train)[:CALIBRATION_BATCHES]]
         return deployable_form(
             exe,

@@ -2,7 +2,7 @@
 
 Order: prune (channels removed) -> attach quantization (fake-quant, calibrated) -> distil
 (quantization-aware fine-tuning) -> bake the quantized weights. The result is the *scored* model
-(accuracy and size at the chosen widths) and its *executable* form (what runs and is timed).
+(accuracy and size at the chosen widths) and its *deployable* form (what runs and is timed).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ._base import ApplyContext
 from .deploy import Deployable
 from .distillation import DistillationConfig, DistillationSpace, Distiller
 from .pruning import PruningConfig, PruningSpace
-from .quantization import QuantizationConfig, QuantizationSpace, executable_form
+from .quantization import QuantizationConfig, QuantizationSpace, strip_activation_quant
 
 RECIPE_FORMAT = "tradeoff.recipe/1"
 
@@ -123,13 +123,10 @@ class Compressed:
     """The outcome of applying a recipe."""
 
     scored: nn.Module  # accuracy and size are of this model (chosen widths, fake-quant activations)
-    executable: nn.Module  # the form that runs on the target: what latency times
-    executed_as: str  # int8, int8+fp32, bf16, fp16, fp32 (see tradeoff.spaces.deploy)
+    deployable: Deployable  # the form that runs on the target: what latency times (module, form, backend, note)
     weight_bits: dict[str, int]
     activation_bits: int
     seconds: dict[str, float]  # wall time per phase: prune, quantize, distil, deploy
-    backend: str = "eager"  # what runs the executable: inductor, fx or eager
-    note: str = ""  # why this executable form
 
 
 @contextmanager
@@ -231,21 +228,12 @@ def compress(
     with _timed(stages.seconds, "deploy"):
         if deploy:
             deployed = recipe.quantization.deploy(student, ctx)
-            executable, executed_as, backend, note = (
-                deployed.module,
-                deployed.executed_as,
-                deployed.backend,
-                deployed.note,
-            )
         else:
-            (executable, executed_as), backend, note = executable_form(student), "eager", "deployable form not built"
+            deployed = Deployable(strip_activation_quant(student), "fp32", "eager", 0.0, "deployable form not built")
     return Compressed(
         scored=student,
-        executable=executable,
-        executed_as=executed_as,
+        deployable=deployed,
         weight_bits=recipe.quantization.weight_bits_by_layer(student),
         activation_bits=recipe.quantization.activation_bits,
         seconds=stages.seconds,
-        backend=backend,
-        note=note,
     )

@@ -3,7 +3,7 @@
 ``tradeoff export STUDY --out DIR`` writes, into a temporary folder moved into place whole (a
 failure never leaves half a bundle):
 
-* ``config.json`` (format ``tradeoff.config/1``): the recipe and seed, the four values, the
+* ``config.json`` (format ``tradeoff.config/2``): the recipe and seed, the four values, the
   baseline's, cost, weights and pick rule, constraints, provenance of every figure, the spec, the
   teacher's weights hash, versions, and the figures of the model as rebuilt for the bundle;
 * ``model.pt2``: the compressed model as a ``torch.export`` program; it loads with plain torch
@@ -42,7 +42,8 @@ from .results import FrontEntry, baseline_trial, objective_names_of, pick, ranke
 from .spec import Spec, parse_spec
 from .tasks import Task, at_batch_size, load_task, shared_inputs, weights_sha256
 
-CONFIG_FORMAT = "tradeoff.config/1"
+CONFIG_FORMAT = "tradeoff.config/2"  # /2: executed_as renamed deployable_form
+READABLE_CONFIG_FORMATS = ("tradeoff.config/1", CONFIG_FORMAT)  # apply reads neither renamed field
 ACCURACY_TOLERANCE = 0.005  # same seed and data: equal up to reordered float sums across machines
 EXPORT_BATCH = 2  # trace at batch >= 2 with a dynamic batch dim: batch 1 would be specialised away
 
@@ -123,7 +124,7 @@ def _readme(config: dict[str, Any]) -> str:
         "at their bit-widths (`<layer>.weight.packed` uint8 codes, `.scale` per output channel, `.shape`).",
         "`model.pt2` is the model as scored: weights on their quantized grid and activations fake-quantized",
         "at the chosen width, computed in fp32; it reproduces the accuracy below. Latency was timed on the",
-        f"executable form (`executed_as`: {config.get('executed_as')}): the same weights without activation fake-quant.",
+        f"deployable form (`deployable_form`: {config.get('deployable_form')}): the same weights without activation fake-quant.",
         "",
         "| objective | this model | uncompressed | source | method |",
         "|---|---:|---:|---|---|",
@@ -152,7 +153,7 @@ def _readme(config: dict[str, Any]) -> str:
 def build_config(study: optuna.Study, entry: FrontEntry, rule: str, weights: Weights) -> dict[str, Any]:
     """The content of ``config.json`` for the chosen front entry (without the rebuilt figures)."""
     spec = study_spec(study)
-    attrs = entry.trial.user_attrs
+    attrs = record.attrs(entry.trial)
     built = study.user_attrs.get(record.STUDY_TASK, {})
     return {
         "format": CONFIG_FORMAT,
@@ -173,7 +174,7 @@ def build_config(study: optuna.Study, entry: FrontEntry, rule: str, weights: Wei
         "cost": entry.cost,
         "weights": weights.as_dict(),
         "constraints": dict(entry.trial.constraints),
-        "executed_as": attrs.get(record.EXECUTED_AS),
+        "deployable_form": attrs.get(record.DEPLOYABLE_FORM),
         "figures": attrs.get(record.FIGURES, {}),
         "provenance": attrs.get(record.PROVENANCE, {}),
         "spec": spec.to_dict(),
@@ -230,7 +231,7 @@ def export_bundle(
                 raise ExportError("the task's teacher is not the one the study searched (weights hash differs).")
             config["files"] = _write_model_files(tmp, rebuilt)
             (tmp / "README.md").write_text(_readme(config), encoding="utf-8")
-            note = "accuracy measured; size computed; latency measured on the executable form; energy " + config[
+            note = "accuracy measured; size computed; latency measured on the deployable form; energy " + config[
                 "provenance"
             ].get("energy_mj", {}).get("source", "?")
             write_report(study, ranked_front(study, weights), entry, tmp / "report.html", note)
@@ -253,7 +254,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ExportError(f"cannot read {str(path)!r}: {exc.strerror}.") from None
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path} is not JSON ({exc}).") from None
-    if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
+    if not isinstance(config, dict) or config.get("format") not in READABLE_CONFIG_FORMATS:
         raise ExportError(f"{path} is not a tradeoff config (format {CONFIG_FORMAT!r} expected).")
     return config
 

@@ -26,7 +26,7 @@ ROLE = "role"  # "baseline" for trial 0 (the uncompressed teacher), "candidate" 
 RECIPE = "recipe"  # Recipe.to_dict(): the exact configs applied (format tradeoff.recipe/1)
 FIGURES = "figures"  # every raw figure by name (params, macs, bops, latency spread, energy parts...)
 PROVENANCE = "provenance"  # per objective: source (measured|estimated), method, unit, details
-EXECUTED_AS = "executed_as"  # the form latency was timed on (e.g. "fp32")
+DEPLOYABLE_FORM = "deployable_form"  # the form that runs on the target, which latency timed ("int8", "fp32", ...)
 SECONDS = "seconds"  # wall time per phase: prune, quantize, distil, measure
 SCREENED = "screened"  # True when a cheap constraint failed and fine-tuning was skipped (told COMPLETE, infeasible)
 STOPPED = "stopped"  # True when a fidelity rung stopped the trial early (told PRUNED: no values)
@@ -34,7 +34,7 @@ STOP_REASON = "stop_reason"  # why a rung stopped it: dominated there, or the ac
 RUNGS = "rungs"  # fidelity rungs passed: [{"fraction", "steps", "samples", "accuracy"}] (subset accuracy)
 RUNG_POINT = "rung_point"  # the trial's objectives at its latest rung, {name: value}: what other trials compare to
 HYPERVOLUME = "hypervolume"  # the study's feasible hypervolume once this trial is counted (normalised space)
-EXECUTABLE = "executable"  # {"key", "latency_ms", "latency_from"}: what ran (a hash), the trial that timed it
+DEPLOYABLE = "deployable"  # {"key", "latency_ms", "latency_from"}: the deployable form (a hash), the trial that timed it
 DUPLICATE_OF = "duplicate_of"  # number of the trial whose result this one reuses (same recipe), else absent
 ERROR = "error"  # why a FAILED trial failed (one line)
 SEED = "seed"  # the seed the recipe was applied with: the same seed reproduces the model
@@ -46,8 +46,8 @@ TRIAL_KEYS = (
     SEED,
     FIGURES,
     PROVENANCE,
-    EXECUTED_AS,
-    EXECUTABLE,
+    DEPLOYABLE_FORM,
+    DEPLOYABLE,
     SECONDS,
     SCREENED,
     STOPPED,
@@ -62,13 +62,46 @@ TRIAL_KEYS = (
 OPTIONAL_TRIAL_KEYS = (RUNG_POINT, STOP_REASON, DUPLICATE_OF, ERROR)  # set only when they apply; every other key is always set
 
 # ----- study user attributes
-STUDY_FORMAT_KEY = "format"  # "tradeoff.study/1"
-STUDY_FORMAT = "tradeoff.study/1"
+STUDY_FORMAT_KEY = "format"  # STUDY_FORMAT; studies of format /1 are read through LEGACY_KEYS
+STUDY_FORMAT = "tradeoff.study/2"  # /2: the deployable form's keys renamed (LEGACY_KEYS)
 STUDY_SPEC = "spec"  # the validated spec as JSON (Spec.to_dict())
 STUDY_TASK = "task"  # {"name", "teacher_sha256", "info"}: the task as built for this study
 STUDY_SAMPLER = "sampler"  # {"name", "reason"}: the sampler the study runs with (what "auto" chose, and why)
 
 STUDY_KEYS = (STUDY_FORMAT_KEY, STUDY_SPEC, STUDY_TASK, STUDY_SAMPLER)
+
+# ----- older studies (format tradeoff.study/1) named the deployable form three ways; read them as today
+LEGACY_KEYS = {"executed_as": DEPLOYABLE_FORM, "executable": DEPLOYABLE}
+LEGACY_PROVENANCE_KEYS = {
+    "executed_as": "deployable_form",
+    "execution_backend": "deployable_backend",
+    "execution_note": "deployable_note",
+}
+
+
+def attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's user attributes under today's keys, whatever tradeoff version wrote them.
+
+    Every reader of a study (CLI, export, dashboard, runner) goes through this, so a study written
+    before a key was renamed reads the same as a new one.
+
+    Example:
+        >>> t = optuna.trial.create_trial(value=1.0, user_attrs={"executed_as": "int8"})
+        >>> attrs(t)[DEPLOYABLE_FORM]
+        'int8'
+    """
+    out = dict(trial.user_attrs)
+    for old, new in LEGACY_KEYS.items():
+        if old in out:
+            out.setdefault(new, out.pop(old))
+    prov = out.get(PROVENANCE)
+    if isinstance(prov, dict) and any(old in p for p in prov.values() if isinstance(p, dict) for old in LEGACY_PROVENANCE_KEYS):
+        out[PROVENANCE] = {
+            name: {LEGACY_PROVENANCE_KEYS.get(k, k): v for k, v in p.items()} if isinstance(p, dict) else p
+            for name, p in prov.items()
+        }
+    return out
+
 
 Role = Literal["baseline", "candidate"]
 
@@ -80,7 +113,7 @@ class TrialRecord:
     Example:
         >>> rec = TrialRecord(role="candidate", recipe={}, values=dict.fromkeys(OBJECTIVE_NAMES, 1.0))
         >>> sorted(rec.user_attrs())[:3]
-        ['executable', 'executed_as', 'figures']
+        ['deployable', 'deployable_form', 'figures']
     """
 
     role: Role
@@ -89,8 +122,8 @@ class TrialRecord:
     figures: Mapping[str, float] = field(default_factory=dict)
     provenance: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     constraints: Mapping[str, float] = field(default_factory=dict)
-    executed_as: str = "fp32"
-    executable: Mapping[str, Any] = field(default_factory=dict)
+    deployable_form: str = "fp32"
+    deployable: Mapping[str, Any] = field(default_factory=dict)
     seconds: Mapping[str, float] = field(default_factory=dict)
     screened: bool = False
     stopped: bool = False
@@ -117,8 +150,8 @@ class TrialRecord:
             SEED: self.seed,
             FIGURES: dict(self.figures),
             PROVENANCE: {k: dict(v) for k, v in self.provenance.items()},
-            EXECUTED_AS: self.executed_as,
-            EXECUTABLE: dict(self.executable),
+            DEPLOYABLE_FORM: self.deployable_form,
+            DEPLOYABLE: dict(self.deployable),
             SECONDS: dict(self.seconds),
             SCREENED: self.screened,
             STOPPED: self.stopped,
@@ -139,7 +172,7 @@ class TrialRecord:
         the study's ``metric_names``)."""
         if trial.values is None or len(trial.values) != len(names):
             raise ValueError(f"trial {trial.number} has no objective values (state {trial.state.name}).")
-        a = trial.user_attrs
+        a = attrs(trial)
         return cls(
             role=a.get(ROLE, "candidate"),
             recipe=a.get(RECIPE, {}),
@@ -147,8 +180,8 @@ class TrialRecord:
             figures=a.get(FIGURES, {}),
             provenance=a.get(PROVENANCE, {}),
             constraints=dict(trial.constraints),
-            executed_as=a.get(EXECUTED_AS, "fp32"),
-            executable=a.get(EXECUTABLE, {}),
+            deployable_form=a.get(DEPLOYABLE_FORM, "fp32"),
+            deployable=a.get(DEPLOYABLE, {}),
             seconds=a.get(SECONDS, {}),
             screened=bool(a.get(SCREENED, False)),
             stopped=bool(a.get(STOPPED, False)),

@@ -47,7 +47,7 @@ class FrontEntry:
             "normalised": dict(zip(("e", "s", "l", "j"), map(float, self.normalised))),
             "cost": self.cost,
             "role": self.trial.user_attrs.get(record.ROLE, "candidate"),
-            "executed_as": self.trial.user_attrs.get(record.EXECUTED_AS),
+            "deployable_form": record.attrs(self.trial).get(record.DEPLOYABLE_FORM),
         }
 
 
@@ -159,7 +159,7 @@ class Violation:
             "missed": list(self.missed),
             "cost": self.cost,
             "role": self.trial.user_attrs.get(record.ROLE, "candidate"),
-            "executed_as": self.trial.user_attrs.get(record.EXECUTED_AS),
+            "deployable_form": record.attrs(self.trial).get(record.DEPLOYABLE_FORM),
         }
 
 
@@ -328,7 +328,7 @@ def trials_frame(study: optuna.Study, weights: Weights | None = None) -> pd.Data
                 row["cost"] = weighted_cost(values_of(t, names), base, weights)
         row.update({f"figure.{k}": v for k, v in t.user_attrs.get(record.FIGURES, {}).items()})
         row["role"] = t.user_attrs.get(record.ROLE)
-        row["executed_as"] = t.user_attrs.get(record.EXECUTED_AS)
+        row["deployable_form"] = record.attrs(t).get(record.DEPLOYABLE_FORM)
         row["pareto"] = t.number in front
         row["error"] = t.user_attrs.get(record.ERROR)
         rows.append(row)

@@ -83,7 +83,7 @@ def test_export_bundle_and_apply_round_trip(demo_dir: Path) -> None:
     cfg = json.loads((demo_dir / "best" / "config.json").read_text())
     for field in CONFIG_FIELDS:
         assert field in cfg, field
-    assert cfg["format"] == "tradeoff.config/1" and cfg["study"] == "digits-demo" and cfg["pick"] == "knee"
+    assert cfg["format"] == "tradeoff.config/2" and cfg["study"] == "digits-demo" and cfg["pick"] == "knee"
     for name in ("accuracy", "size_bytes", "latency_ms", "energy_mj"):
         assert cfg["provenance"][name]["source"] in ("measured", "estimated")
     assert (demo_dir / "best" / "model.pt2").exists() and (demo_dir / "best" / "report.html").exists()

@@ -95,10 +95,10 @@ def test_energy_objective_measures_when_a_counter_exists(tmp_path, monkeypatch) 
     counter_file = fake_powercap(tmp_path)
     scored = nn.Linear(4, 2)
     exe = CountingModel(counter_file)
-    ctx = EvalContext(example_inputs=(torch.randn(1, 4),), executable=exe, executed_as="fp32")
+    ctx = EvalContext(example_inputs=(torch.randn(1, 4),), deployable=exe, deployable_form="fp32")
     m = EnergyMj(source="auto", powercap_root=tmp_path).measure(scored, ctx)
     assert m.source == "measured" and m.value == pytest.approx(1.0, rel=0.05)
-    assert m.details["counter"] == "RAPL powercap: package-0" and m.details["executed_as"] == "fp32"
+    assert m.details["counter"] == "RAPL powercap: package-0" and m.details["deployable_form"] == "fp32"
     assert m.details["estimated_mj"] > 0 and m.details["energy_model"] == "horowitz-isscc2014-45nm/v1"
     forced_model = EnergyMj(source="model", powercap_root=tmp_path).measure(scored, ctx)
     assert forced_model.source == "estimated"

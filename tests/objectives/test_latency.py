@@ -75,15 +75,15 @@ def test_timing_leaves_grad_mode_and_threads_as_they_were() -> None:
 
 
 def test_latency_objective_reports_baseline_times_ratio_when_a_reference_is_given() -> None:
-    ctx = EvalContext(example_inputs=X, reference=SMALL, reference_latency_ms=10.0, executed_as="fp32")
+    ctx = EvalContext(example_inputs=X, reference=SMALL, reference_latency_ms=10.0, deployable_form="fp32")
     m = LatencyMs().measure(SMALL, ctx)
     assert m.value == 10.0 * m.details["ratio"]
-    assert m.source == "measured" and m.details["executed_as"] == "fp32"
+    assert m.source == "measured" and m.details["deployable_form"] == "fp32"
     assert m.details["batch_size"] == 1 and "torch" in m.details and m.details["device"]
     assert {"repeats", "spread", "ci_halfwidth", "converged", "lock_wait_s"} <= set(m.details)
 
 
-def test_latency_objective_times_the_executable_form_not_the_scored_model() -> None:
+def test_latency_objective_times_the_deployable_form_not_the_scored_model() -> None:
     calls = {"scored": 0, "exe": 0}
 
     class Counting(nn.Module):
@@ -95,7 +95,7 @@ def test_latency_objective_times_the_executable_form_not_the_scored_model() -> N
             calls[self.key] += 1
             return x
 
-    LatencyMs().measure(Counting("scored"), EvalContext(example_inputs=X, executable=Counting("exe")))
+    LatencyMs().measure(Counting("scored"), EvalContext(example_inputs=X, deployable=Counting("exe")))
     assert calls["scored"] == 0 and calls["exe"] > 0
 
 

@@ -45,7 +45,7 @@ def test_trial_zero_is_the_baseline_and_every_figure_is_stored(url: str) -> None
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE", "MINIMIZE"]
     for t in trials:
         assert set(record.TRIAL_KEYS) - set(record.OPTIONAL_TRIAL_KEYS) <= set(t.user_attrs)
-    assert study.user_attrs[record.STUDY_FORMAT_KEY] == "tradeoff.study/1"
+    assert study.user_attrs[record.STUDY_FORMAT_KEY] == "tradeoff.study/2"
     assert [e.done for e in events] == [1, 2, 3]
 
 
@@ -457,20 +457,20 @@ def test_an_executable_already_timed_reuses_its_latency(url: str) -> None:
     )
     study = Runner(spec, url).run()
     first, *later = study.trials[1:]
-    assert first.user_attrs[record.EXECUTABLE]["latency_from"] is None  # timed on itself
-    key, latency = first.user_attrs[record.EXECUTABLE]["key"], first.values[2]
+    assert first.user_attrs[record.DEPLOYABLE]["latency_from"] is None  # timed on itself
+    key, latency = first.user_attrs[record.DEPLOYABLE]["key"], first.values[2]
     for t in later:
         assert record.DUPLICATE_OF not in t.user_attrs
-        exe = t.user_attrs[record.EXECUTABLE]
+        exe = t.user_attrs[record.DEPLOYABLE]
         assert exe == {"key": key, "latency_ms": latency, "latency_from": first.number}
         assert t.values[2] == latency
         prov = t.user_attrs[record.PROVENANCE]["latency_ms"]
         assert prov["source"] == "measured" and prov["reused_from_trial"] == first.number
         assert f"on trial {first.number}" in prov["method"]
     # the baseline runs the unpruned program: another key, and it is never a source
-    assert study.trials[0].user_attrs[record.EXECUTABLE]["key"] != key
+    assert study.trials[0].user_attrs[record.DEPLOYABLE]["key"] != key
     study = Runner(_spec_like(spec, search={"warm_start": [], "reuse_latency": False}), url).run()
-    assert all(t.user_attrs[record.EXECUTABLE]["latency_from"] is None for t in study.trials)
+    assert all(t.user_attrs[record.DEPLOYABLE]["latency_from"] is None for t in study.trials)
     assert len({t.values[2] for t in study.trials[1:]}) > 1  # timed anew each time: the noise shows
 
 

@@ -48,8 +48,8 @@ def test_compressed_trial_is_smaller_cheaper_and_says_how_each_figure_was_obtain
     assert rec.provenance["accuracy"]["source"] == "measured"
     assert rec.provenance["latency_ms"]["source"] == "measured"
     lat = rec.provenance["latency_ms"]
-    assert lat["executed_as"] == rec.executed_as == "int8"  # 4-bit weights, 8-bit activations: int8 kernels
-    assert lat["execution_backend"] in ("inductor", "fx") and "int8" in lat["execution_note"]
+    assert lat["deployable_form"] == rec.deployable_form == "int8"  # 4-bit weights, 8-bit activations: int8 kernels
+    assert lat["deployable_backend"] in ("inductor", "fx") and "int8" in lat["deployable_note"]
     assert rec.provenance["size_bytes"]["source"] == "estimated"
     assert rec.provenance["energy_mj"]["source"] == "estimated"
     assert rec.values["latency_ms"] == pytest.approx(base["latency_ms"] * rec.figures["latency_ratio"])
@@ -76,7 +76,7 @@ def test_every_objective_carries_the_same_provenance_fields(env: TrialEnv) -> No
 def test_the_executable_key_follows_what_runs_and_nothing_else() -> None:
     from torch import nn
 
-    from tradeoff.search import executable_key
+    from tradeoff.search import deployable_key
     from tradeoff.spaces import Deployable
 
     def net(width: int) -> nn.Module:
@@ -84,9 +84,9 @@ def test_the_executable_key_follows_what_runs_and_nothing_else() -> None:
 
     x = (torch.randn(1, 4),)
 
-    def key(model, executed_as="fp32", bits=None, act=32, backend="eager", inputs=x):
-        d = Deployable(model, executed_as, backend, 0.0, "")
-        return executable_key(model, d, bits or {}, act, inputs, threads=1, device="cpu")
+    def key(model, form="fp32", bits=None, act=32, backend="eager", inputs=x):
+        d = Deployable(model, form, backend, 0.0, "")
+        return deployable_key(model, d, bits or {}, act, inputs, threads=1, device="cpu")
 
     a, b = net(8), net(8)
     with torch.no_grad():

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tests.architectures import MLP, cases
-from tradeoff.spaces import ApplyContext, QuantizationConfig, deploy, executable_form
+from tradeoff.spaces import ApplyContext, QuantizationConfig, deploy, strip_activation_quant
 from tradeoff.spaces.deploy import Deployable, DeployError, deployable_form, supports_float16
 
 RMS_TOLERANCE = 0.05  # ||int8 - fp32|| / ||fp32||: 8-bit (7 here) activations measured 0.2-2 %; broken is 30 %+
@@ -43,7 +43,7 @@ def baked(name: str, weight_bits: int = 8) -> tuple[nn.Module, Callable[[int, in
     cfg = QuantizationConfig(weight_bits=weight_bits, activation_bits=8)
     train = [(sample(16, i), None) for i in range(CALIBRATION)]
     scored = cfg.bake_(cfg.apply_(model, ApplyContext(example_inputs=(example,), train=train)))
-    fp32, _ = executable_form(scored)
+    fp32 = strip_activation_quant(scored)
     return fp32, sample, cfg.weight_bits_by_layer(fp32)
 
 
@@ -128,11 +128,11 @@ def test_inductor_int8_executes_every_quantizable_layer_in_int8(inductor_int8) -
     if name == "transformer":
         # nn.MultiheadAttention calls its out_proj through F.multi_head_attention_forward, which
         # X86InductorQuantizer does not annotate: that layer runs fp32, and the form says so.
-        assert form.executed_as == "int8+fp32"
+        assert form.form == "int8+fp32"
         assert set(form.int8_layers) == set(bits) - {"attn.out_proj"}
         assert "fp32: attn.out_proj" in form.note
     else:
-        assert form.executed_as == "int8"
+        assert form.form == "int8"
         assert set(form.int8_layers) == set(bits)
     assert all(torch.equal(v, before[k]) for k, v in fp32.state_dict().items()), "the model was modified"
     form.module.eval()  # latency harnesses call it; a converted PT2E graph itself would raise
@@ -167,7 +167,7 @@ def test_inductor_int8_does_not_saturate_on_cpus_without_vnni() -> None:
     form = deployable_form(
         model, weight_bits={"0": 8}, activation_bits=8, example_inputs=(torch.ones(1, 64),), calibration=calib
     )
-    assert form.executed_as == "int8"
+    assert form.form == "int8"
     assert form.module(torch.ones(2, 64))[0, 0].item() == pytest.approx(32.0, rel=0.02)
 
 
@@ -183,7 +183,7 @@ def test_mixed_bits_keep_the_32_bit_layer_in_fp32_under_inductor() -> None:
         calibration=calibration(sample),
         backend="inductor",
     )
-    assert (form.executed_as, form.backend) == ("int8+fp32", "inductor")
+    assert (form.form, form.backend) == ("int8+fp32", "inductor")
     assert form.int8_layers == ("net.0", "net.2")
     assert "fp32: net.4" in form.note
     rms, _ = agreement(fp32, form, sample(64, 5))
@@ -209,7 +209,7 @@ def fx_resnet():
 
 def test_fx_backend_runs_quantized_kernels(fx_resnet) -> None:
     fp32, sample, bits, form = fx_resnet
-    assert (form.executed_as, form.backend) == ("int8", "fx")
+    assert (form.form, form.backend) == ("int8", "fx")
     assert set(form.int8_layers) == set(bits)
     kinds = {type(m).__module__ for m in form.module.modules()}
     assert any(k.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")) for k in kinds)
@@ -232,7 +232,7 @@ def test_4_bit_weights_execute_as_int8_with_their_4_bit_codes() -> None:
         calibration=calibration(sample),
         backend="fx",
     )
-    assert form.executed_as == "int8"
+    assert form.form == "int8"
     for name in bits:
         qweight = form.module.get_submodule(name).weight()
         assert qweight.int_repr().abs().max() <= 7  # codes of the 4-bit grid, held in int8
@@ -250,7 +250,7 @@ def test_mixed_bits_keep_the_32_bit_layer_in_fp32_under_fx() -> None:
         calibration=calibration(sample),
         backend="fx",
     )
-    assert (form.executed_as, form.int8_layers) == ("int8+fp32", ("net.0", "net.2"))
+    assert (form.form, form.int8_layers) == ("int8+fp32", ("net.0", "net.2"))
     assert type(form.module.get_submodule("net.4")) is nn.Linear  # the float layer, untouched
     assert type(form.module.get_submodule("net.2")).__module__.startswith("torch.ao.nn")
 
@@ -266,7 +266,7 @@ def test_auto_falls_back_to_fx_when_compile_raises_and_remembers(monkeypatch: py
     fp32, sample, bits = baked("mlp")
     kwargs = int8_arguments(bits, sample)
     first = deployable_form(fp32, **kwargs)
-    assert (first.executed_as, first.backend) == ("int8", "fx")
+    assert (first.form, first.backend) == ("int8", "fx")
     assert "no C++ compiler" in first.note
     assert deploy.auto_backend() == "fx"
     second = deployable_form(fp32, **kwargs)
@@ -295,7 +295,7 @@ def test_fp32_activations_execute_as_fp32_with_grid_weights() -> None:
     form = deployable_form(
         fp32, weight_bits=bits, activation_bits=32, example_inputs=(sample(1, 0),), calibration=calibration(sample)
     )
-    assert (form.executed_as, form.backend, form.int8_layers) == ("fp32", "eager", ())
+    assert (form.form, form.backend, form.int8_layers) == ("fp32", "eager", ())
     assert form.module is fp32
     assert "weight-only" in form.note
 
@@ -310,21 +310,21 @@ def test_eager_backend_never_executes_int8() -> None:
         calibration=calibration(sample),
         backend="eager",
     )
-    assert (form.executed_as, form.backend) == ("fp32", "eager")
+    assert (form.form, form.backend) == ("fp32", "eager")
     assert "int8 needs" in form.note
 
 
 def test_nothing_quantized_is_fp32() -> None:
     fp32, sample, _ = baked("mlp", weight_bits=8)
     form = deployable_form(fp32, weight_bits={}, activation_bits=32, example_inputs=(sample(1, 0),), calibration=[])
-    assert (form.executed_as, form.module) == ("fp32", fp32)
+    assert (form.form, form.module) == ("fp32", fp32)
 
 
 def test_16_bit_weights_execute_as_fp32_without_native_bf16(no_float16) -> None:
     fp32, sample, _ = baked("mlp", weight_bits=8)
     bits = {"net.0": 16, "net.2": 16, "net.4": 16}
     form = deployable_form(fp32, weight_bits=bits, activation_bits=16, example_inputs=(sample(1, 0),), calibration=[])
-    assert form.executed_as == "fp32"
+    assert form.form == "fp32"
     assert "no native bf16" in form.note
     assert next(form.module.parameters()).dtype == torch.float32
 
@@ -333,7 +333,7 @@ def test_16_bit_weights_execute_in_bf16_where_the_cpu_has_it(native_float16) -> 
     fp32, sample, _ = baked("mlp", weight_bits=8)
     bits = {"net.0": 16, "net.2": 16, "net.4": 16}
     form = deployable_form(fp32, weight_bits=bits, activation_bits=16, example_inputs=(sample(1, 0),), calibration=[])
-    assert (form.executed_as, form.backend) == ("bf16", "eager")
+    assert (form.form, form.backend) == ("bf16", "eager")
     assert {p.dtype for p in form.module.parameters()} == {torch.bfloat16}
     assert next(fp32.parameters()).dtype == torch.float32  # the scored model is untouched
     rms, _ = agreement(fp32, form, sample(64, 2))
@@ -350,7 +350,7 @@ def test_16_and_32_bit_weights_cast_only_the_16_bit_layers(native_float16) -> No
         calibration=[],
         float16="fp16",
     )
-    assert form.executed_as == "fp16+fp32"
+    assert form.form == "fp16+fp32"
     assert form.module.get_submodule("net.0.module").weight.dtype == torch.float16
     assert form.module.get_submodule("net.2").weight.dtype == torch.float32
     rms, _ = agreement(fp32, form, sample(64, 2))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from tradeoff.spaces import ApplyContext, QuantizationConfig, QuantizationSpace, executable_form
+from tradeoff.spaces import ApplyContext, QuantizationConfig, QuantizationSpace, strip_activation_quant
 from tradeoff.spaces.quantization import ActivationFakeQuant
 
 
@@ -43,11 +43,10 @@ def test_activation_fake_quant_limits_layer_inputs_to_2_to_the_bits_values(tiny_
     assert len(hooks) == 1 and not hooks[0].calibrating and hooks[0].hi > 0
 
 
-def test_executable_form_drops_fake_quant_and_keeps_baked_weights(tiny_cnn, tiny_batches) -> None:
+def test_strip_activation_quant_drops_fake_quant_and_keeps_baked_weights(tiny_cnn, tiny_batches) -> None:
     cfg = QuantizationConfig(weight_bits=4, activation_bits=4)
     scored = cfg.bake_(_apply(cfg, tiny_cnn, tiny_batches))
-    exe, form = executable_form(scored)
-    assert form == "fp32"
+    exe = strip_activation_quant(scored)
     assert not any(isinstance(h, ActivationFakeQuant) for m in exe.modules() for h in m._forward_pre_hooks.values())
     assert torch.equal(exe.head.weight, scored.head.weight)
     x = tiny_batches[0][0]
@@ -57,7 +56,7 @@ def test_executable_form_drops_fake_quant_and_keeps_baked_weights(tiny_cnn, tiny
 def test_weight_only_quantization_scores_what_executes(tiny_cnn, tiny_batches) -> None:
     cfg = QuantizationConfig(weight_bits=8)
     scored = cfg.bake_(_apply(cfg, tiny_cnn, tiny_batches))
-    exe, _ = executable_form(scored)
+    exe = strip_activation_quant(scored)
     x = tiny_batches[0][0]
     assert torch.equal(exe(x), scored(x))
 

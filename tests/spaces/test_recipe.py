@@ -44,12 +44,12 @@ def test_compress_leaves_the_original_untouched_and_is_reproducible(tiny_cnn, ti
     b = compress(_recipe(), tiny_cnn, ctx)
     assert torch.equal(tiny_cnn(x), ref)
     assert torch.equal(a.scored(x), b.scored(x))
-    assert a.executed_as == "int8" and a.activation_bits == 8  # 4-bit weights execute as int8 codes
-    assert a.executable(x[:1]).shape == a.scored(x[:1]).shape
+    assert a.deployable.form == "int8" and a.activation_bits == 8  # 4-bit weights execute as int8 codes
+    assert a.deployable.module(x[:1]).shape == a.scored(x[:1]).shape
     assert set(a.weight_bits.values()) == {4}
     assert set(a.seconds) == {"prune", "quantize", "distil", "deploy"}
     plain = compress(_recipe(), tiny_cnn, ctx, deploy=False)  # export and apply need no timing
-    assert plain.executed_as == "fp32" and torch.equal(plain.scored(x), a.scored(x))
+    assert plain.deployable.form == "fp32" and torch.equal(plain.scored(x), a.scored(x))
 
 
 def test_staged_compression_with_a_snapshot_and_pauses_builds_the_model_compress_builds(tiny_cnn, tiny_batches) -> None:
@@ -67,7 +67,7 @@ def test_staged_compression_with_a_snapshot_and_pauses_builds_the_model_compress
     whole = compress(recipe, tiny_cnn, ctx, deploy=False).scored
     stages = Compression(recipe, tiny_cnn, ctx)
     baked, deployed = stages.snapshot()
-    assert deployed.executed_as == "int8" and baked(x).shape == (16, 3)
+    assert deployed.form == "int8" and baked(x).shape == (16, 3)
     stages.distil_to(2)
     stages.distil_to(5)
     assert stages.steps_done == 5

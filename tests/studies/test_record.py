@@ -32,3 +32,23 @@ def test_every_stored_key_is_documented_in_one_place() -> None:
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.M))
     assert set(record.TRIAL_KEYS) | set(record.STUDY_KEYS) <= documented
     assert set(TrialRecord(role="baseline", recipe={}, values=BASE).user_attrs()) <= documented
+
+
+def test_an_older_study_reads_under_todays_keys() -> None:
+    """Format tradeoff.study/1 named the deployable form ``executed_as``/``executable``: read the same."""
+    import optuna
+
+    old = optuna.trial.create_trial(
+        values=list(BASE.values()),
+        user_attrs={
+            "role": "candidate",
+            "executed_as": "int8",
+            "executable": {"key": "abc", "latency_ms": 1.0, "latency_from": None},
+            "provenance": {"latency_ms": {"source": "measured", "executed_as": "int8", "execution_backend": "fx"}},
+        },
+    )
+    rec = TrialRecord.read(old)
+    assert rec.deployable_form == "int8" and rec.deployable["key"] == "abc"
+    assert rec.provenance["latency_ms"]["deployable_form"] == "int8"
+    assert rec.provenance["latency_ms"]["deployable_backend"] == "fx"
+    assert "executed_as" not in record.attrs(old)

@@ -87,7 +87,7 @@ def test_export_writes_every_field_and_replaces_whole(tmp_path) -> None:
         "versions",
     ):
         assert field in cfg, field
-    assert cfg["format"] == "tradeoff.config/1" and cfg["trial"] == 1
+    assert cfg["format"] == "tradeoff.config/2" and cfg["trial"] == 1
     assert cfg["baseline"] == BASE and cfg["recipe"]["format"] == "tradeoff.recipe/1"
     assert set(cfg["provenance"]) == {"accuracy", "size_bytes", "latency_ms", "energy_mj"}
     assert {"torch", "optuna", "tradeoff"} <= set(cfg["versions"])
