@@ -47,10 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tradeoff.objectives import describe_device, measure_latency
-from tradeoff.objectives.complexity import size_bytes
-from tradeoff.spaces import ApplyContext, PruningConfig, QuantizationConfig, strip_activation_quant
-from tradeoff.spaces.deploy import deployable_form
+from tradeoff.objectives import describe_device, measure_latency, size_bytes
+from tradeoff.spaces import ApplyContext, PruningConfig, QuantizationConfig, deployable_form, strip_activation_quant
 from tradeoff.studies.tasks import BasicBlock, DigitsCNN  # the same block as the fashion-mnist teacher
 
 BATCHES = (1, 32)  # latency at the interactive batch and at a throughput batch

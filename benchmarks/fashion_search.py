@@ -27,8 +27,7 @@ import torch
 
 from tradeoff.objectives import describe_device
 from tradeoff.search import Runner
-from tradeoff.studies import parse_spec
-from tradeoff.studies import record
+from tradeoff.studies import parse_spec, record
 from tradeoff.studies.record import DEPLOYABLE_FORM, FIGURES
 from tradeoff.studies.results import baseline_trial, pick, ranked_front, study_hypervolume
 from tradeoff.studies.tasks import load_task

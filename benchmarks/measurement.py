@@ -34,13 +34,13 @@ from torch.utils import benchmark
 
 from tradeoff.objectives import describe_device, measure_latency
 from tradeoff.spaces import ApplyContext, PruningConfig, Recipe, compress
-from tradeoff.studies.tasks import digits, shared_inputs
+from tradeoff.studies import load_task, shared_inputs
 
 
 def neighbour(stop: multiprocessing.synchronize.Event, ready: multiprocessing.synchronize.Event) -> None:
     """What a second worker does meanwhile: fine-tune a copy of the digits teacher at one thread."""
     torch.set_num_threads(1)
-    task = digits()
+    task = load_task("digits")
     batches = shared_inputs(task, 1).train
     model = copy.deepcopy(task.model).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/measurement.json"))
     args = parser.parse_args()
 
-    task = digits()
+    task = load_task("digits")
     x = task.example_inputs
     ratios = np.linspace(0.0, 0.9, args.configs).round(3).tolist()
     models = [compress(Recipe(pruning=PruningConfig(ratio=r)), task.model, ApplyContext(x)).deployable.module for r in ratios]

@@ -93,10 +93,9 @@ from tradeoff.spaces import (
     Recipe,
     RecipeSpace,
     distillation_loss,
+    reset_auto_backend,
 )
-from tradeoff.spaces.deploy import reset_auto_backend
-from tradeoff.studies import Spec, SpecError, Task, demo_spec, load_task, parse_spec
-from tradeoff.studies.tasks import shared_inputs
+from tradeoff.studies import Spec, SpecError, Task, demo_spec, load_task, parse_spec, shared_inputs
 
 METHODS = ("tradeoff", "tradeoff-1w", "user-nsga2", "random")
 QUICK_METHODS = ("tradeoff", "user-nsga2", "random")  # --quick leaves out the one-worker control

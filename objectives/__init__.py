@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._base import EvalContext, Measurement, Objective, describe_device, top1
 from ._lock import measurement_lock
 from .accuracy import Accuracy, evaluate
-from .complexity import COMPLEXITY_FIGURES, Complexity, ModelProfile, SizeBytes, profile, size_bytes
+from .complexity import COMPLEXITY_FIGURES, Complexity, ModelProfile, SizeBytes, packed_state_dict, profile, size_bytes
 from .cost import (
     DIRECTIONS,
     OBJECTIVE_NAMES,
@@ -64,6 +64,7 @@ __all__ = [
     "normalise",
     "objective_names",
     "open_counter",
+    "packed_state_dict",
     "pareto_mask",
     "profile",
     "reference_point",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .runner import Runner, StudyMismatch, TrialEvent, sampler_for, warm_start_params
 from .samplers import SAMPLERS, SamplerChoice, choose_sampler, make_sampler
-from .trial import TrialEnv, evaluate_recipe, deployable_key
+from .trial import TrialEnv, deployable_key, evaluate_recipe
 from .workers import resolve_workers
 
 __all__ = [

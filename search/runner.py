@@ -23,11 +23,10 @@ from optuna.trial import TrialState
 
 from tradeoff.objectives import DIRECTIONS, Measurement, dominating_count, normalise
 from tradeoff.spaces import RecipeSpace, torch_threads
-from tradeoff.studies import Task, TrialRecord, load_task, open_storage, record
+from tradeoff.studies import Task, TrialRecord, load_task, open_storage, record, weights_sha256
 from tradeoff.studies.results import ResultsError, baseline_trial, objective_names_of, study_hypervolume
 from tradeoff.studies.spec import Spec, SpecError
 from tradeoff.studies.storage import sqlite_path
-from tradeoff.studies.tasks import weights_sha256
 
 from .samplers import SamplerChoice, choose_sampler, make_sampler
 from .trial import TrialEnv, evaluate_recipe, latency_measurement, with_baseline

@@ -25,11 +25,9 @@ from tradeoff.objectives import (
     default_objectives,
     describe_device,
 )
-from tradeoff.spaces import ApplyContext, Compression, Deployable, Recipe
-from tradeoff.spaces.deploy import INT8_MAX_BITS
-from tradeoff.studies import Task, TrialRecord
+from tradeoff.spaces import INT8_MAX_BITS, ApplyContext, Compression, Deployable, Recipe
+from tradeoff.studies import Task, TrialRecord, shared_inputs, val_subset
 from tradeoff.studies.spec import Spec
-from tradeoff.studies.tasks import shared_inputs, val_subset
 
 
 @dataclass

@@ -7,7 +7,15 @@ Optuna trial. This package knows nothing of objectives or of studies.
 from __future__ import annotations
 
 from ._base import ApplyContext, Config, Space, torch_threads
-from .deploy import Deployable, DeployError, deployable_form, supports_float16
+from .deploy import (
+    BACKENDS,
+    INT8_MAX_BITS,
+    Deployable,
+    DeployError,
+    deployable_form,
+    reset_auto_backend,
+    supports_float16,
+)
 from .distillation import (
     DistillationConfig,
     DistillationSpace,
@@ -21,6 +29,8 @@ from .quantization import QuantizationConfig, QuantizationSpace, strip_activatio
 from .recipe import RECIPE_FORMAT, Compressed, Compression, Recipe, RecipeSpace, compress
 
 __all__ = [
+    "BACKENDS",
+    "INT8_MAX_BITS",
     "RECIPE_FORMAT",
     "ApplyContext",
     "Compressed",
@@ -45,6 +55,7 @@ __all__ = [
     "strip_activation_quant",
     "materialise",
     "recalibrate_batchnorm",
+    "reset_auto_backend",
     "supports_float16",
     "torch_threads",
 ]

@@ -18,7 +18,7 @@ from .results import (
 )
 from .spec import Spec, SpecError, demo_spec, load_spec, parse_spec
 from .storage import DEFAULT_STORAGE, StorageError, load_study, open_storage, resolve_storage_url
-from .tasks import Task, TaskError, load_task, validate_task
+from .tasks import Task, TaskError, at_batch_size, load_task, shared_inputs, val_subset, validate_task, weights_sha256
 
 __all__ = [
     "CONFIG_FORMAT",
@@ -34,6 +34,7 @@ __all__ = [
     "TrialRecord",
     "Violation",
     "apply_config",
+    "at_batch_size",
     "baseline_trial",
     "demo_spec",
     "export_bundle",
@@ -49,7 +50,10 @@ __all__ = [
     "rebuild",
     "ranked_front",
     "resolve_storage_url",
+    "shared_inputs",
     "study_hypervolume",
     "trials_frame",
     "validate_task",
+    "val_subset",
+    "weights_sha256",
 ]

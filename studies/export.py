@@ -32,8 +32,7 @@ import optuna
 import torch
 from torch import nn
 
-from tradeoff.objectives import Weights, evaluate, profile
-from tradeoff.objectives.complexity import packed_state_dict
+from tradeoff.objectives import Weights, evaluate, packed_state_dict, profile
 from tradeoff.spaces import ApplyContext, Compressed, Recipe, compress, torch_threads
 
 from . import record
