@@ -1,6 +1,6 @@
 """Which Optuna sampler a study uses: by name, or ``auto`` from the space and the budget.
 
-``auto`` weighs what each sampler is good at against what it costs here (DESIGN.md, measured on
+``auto`` weighs what each sampler is good at against what it costs here (docs/DESIGN.md, measured on
 a 2-core CPU with 4 objectives and ~30 trials: GPSampler ~2.4 s a suggestion, TPE ~9 ms,
 NSGA-II ~1 ms; a ``digits`` trial takes 2-5 s):
 
@@ -18,13 +18,15 @@ Every sampler is seeded, and every one honours the trials' constraints (``trial.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-SAMPLERS: tuple[str, ...] = ("tpe", "gp", "nsga2", "nsga3", "random")
+from tradeoff.studies import SAMPLER_NAMES
+
+SAMPLERS: tuple[str, ...] = SAMPLER_NAMES  # the spec is the home of the names (studies cannot import search)
 GP_MAX_TRIALS = 60  # beyond this a GP suggestion (cubic in trials) costs more than a small trial
 LARGE_BUDGET = 300  # from here a genetic algorithm has 6+ generations of 50 and costs nothing to ask
 
@@ -66,6 +68,18 @@ def choose_sampler(
     return SamplerChoice("tpe", f"numeric knobs, {n_trials} trials: too many for a GP to stay cheap")
 
 
+# how each named sampler is built, seeded; keyed by exactly the spec's SAMPLER_NAMES (a test checks)
+_FACTORIES: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+    # constant_liar: a trial another worker is running counts as a bad result until it ends, so
+    # parallel workers do not ask for the same region (no effect with one worker)
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True),
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+    "nsga3": lambda seed: optuna.samplers.NSGAIIISampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
 def make_sampler(name: str, *, seed: int | None = None) -> optuna.samplers.BaseSampler:
     """The named sampler, seeded (``name`` is one of :data:`SAMPLERS`).
 
@@ -73,18 +87,9 @@ def make_sampler(name: str, *, seed: int | None = None) -> optuna.samplers.BaseS
         >>> type(make_sampler("nsga2", seed=0)).__name__
         'NSGAIISampler'
     """
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)} (or 'auto').")
     with warnings.catch_warnings():  # multivariate TPE is experimental in name only; it is Optuna's advice
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "tpe":
-            # constant_liar: a trial another worker is running counts as a bad result until it
-            # ends, so parallel workers do not ask for the same region (no effect with one worker)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-        if name == "gp":
-            return optuna.samplers.GPSampler(seed=seed)
-        if name == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed)
-        if name == "nsga3":
-            return optuna.samplers.NSGAIIISampler(seed=seed)
-        if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)} (or 'auto').")
+        return factory(seed)

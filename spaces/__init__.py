@@ -7,15 +7,8 @@ Optuna trial. This package knows nothing of objectives or of studies.
 from __future__ import annotations
 
 from ._base import ApplyContext, Config, Space, torch_threads
-from .deploy import (
-    BACKENDS,
-    INT8_MAX_BITS,
-    Deployable,
-    DeployError,
-    deployable_form,
-    reset_auto_backend,
-    supports_float16,
-)
+from .cpu import cpu_capabilities, has_vnni, supports_float16
+from .deploy import BACKENDS, Deployable, deployable_form
 from .distillation import (
     DistillationConfig,
     DistillationSpace,
@@ -24,14 +17,26 @@ from .distillation import (
     distillation_loss,
     materialise,
 )
-from .pruning import PruningConfig, PruningSpace, recalibrate_batchnorm
+from .groups import GROUP_SEP, auto_groups, check_groups, selects, unmatched_keys, value_for, weight_layer_names
+from .int8 import COMPILE_BUDGET_S, DeployError, auto_backend, reset_auto_backend
+from .pruning import IMPORTANCES, KINDS, SCOPES, PruningConfig, PruningSpace, recalibrate_batchnorm
 from .quantization import QuantizationConfig, QuantizationSpace, strip_activation_quant
 from .recipe import RECIPE_FORMAT, Compressed, Compression, Recipe, RecipeSpace, compress
+from .widths import ACTIVATION_BITS, FLOAT16_KINDS, INT8_MAX_BITS, WEIGHT_BITS, WEIGHT_LAYERS
 
 __all__ = [
+    "ACTIVATION_BITS",
     "BACKENDS",
+    "COMPILE_BUDGET_S",
+    "FLOAT16_KINDS",
+    "GROUP_SEP",
+    "IMPORTANCES",
     "INT8_MAX_BITS",
+    "KINDS",
     "RECIPE_FORMAT",
+    "SCOPES",
+    "WEIGHT_BITS",
+    "WEIGHT_LAYERS",
     "ApplyContext",
     "Compressed",
     "Compression",
@@ -48,14 +53,23 @@ __all__ = [
     "Recipe",
     "RecipeSpace",
     "Space",
+    "auto_backend",
+    "auto_groups",
     "cache_teacher_outputs",
+    "check_groups",
     "compress",
+    "cpu_capabilities",
     "deployable_form",
     "distillation_loss",
-    "strip_activation_quant",
+    "has_vnni",
     "materialise",
     "recalibrate_batchnorm",
     "reset_auto_backend",
+    "selects",
+    "strip_activation_quant",
     "supports_float16",
     "torch_threads",
+    "unmatched_keys",
+    "value_for",
+    "weight_layer_names",
 ]

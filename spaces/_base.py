@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self
 
 import optuna
 import torch
 from torch import nn
-
-C = TypeVar("C", bound="Config")
+from torch.utils.benchmark.utils.common import set_torch_threads
 
 
 def as_args(inputs: Any) -> tuple[Any, ...]:
@@ -68,8 +67,7 @@ def suggest_rounded(trial: optuna.trial.BaseTrial, name: str, bounds: tuple[floa
     return min(max(round(trial.suggest_float(name, lo, hi), decimals), lo), hi)
 
 
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> AbstractContextManager[None]:
     """Run the block at ``n`` intra-op threads, then restore the count.
 
     A trial runs whole at the target's thread count, and an export rebuilds its model at the same
@@ -80,12 +78,7 @@ def torch_threads(n: int) -> Iterator[None]:
         ...     torch.get_num_threads()
         1
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return set_torch_threads(n)  # torch's own: sets the count, restores the previous one on exit
 
 
 class Config(abc.ABC):
@@ -110,7 +103,7 @@ class Config(abc.ABC):
         return {"version": self.version, **dataclasses.asdict(self)}  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         """Rebuild a config written by :meth:`to_dict`; a different version is an error."""
         data = dict(data)
         version = data.pop("version", None)

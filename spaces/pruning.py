@@ -11,16 +11,16 @@ CVPR 2019) from gradients of the cross-entropy on a few training batches.
 Unstructured (``kind="unstructured"``): the smallest-magnitude (or least Taylor-important) weights
 of each conv and linear layer are set to zero, per layer or with one global threshold; a mask
 keeps them at zero during fine-tuning. The model stays dense: zeros only shrink ``size_bytes``
-through an explicit sparse encoding (see :mod:`tradeoff.objectives.complexity`) and never make it
+through an explicit sparse encoding (see :mod:`tradeoff.objectives.profile`) and never make it
 faster here, since no sparse kernel runs on the target.
 
-Per-group ratios: ``groups`` maps layer patterns (see :mod:`tradeoff.spaces._groups`) to ratios,
+Per-group ratios: ``groups`` maps layer patterns (see :mod:`tradeoff.spaces.groups`) to ratios,
 e.g. ``{"layer1": 0.2, "layer4": 0.6}``; other layers take ``ratio``. Layers the user protects
 (``protect`` patterns, e.g. the stem) are never pruned, and neither is the layer whose output is
 the model's output (the classifier): its outputs are the task's classes.
 
 Right after pruning, BatchNorm statistics are recalibrated on a few training batches; without
-that a pruned net's accuracy can collapse before any fine-tuning (DESIGN.md, measured facts).
+that a pruned net's accuracy can collapse before any fine-tuning (docs/DESIGN.md, "Facts measured on this kind of machine").
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ._base import ApplyContext, Config, Space, as_args, suggest_rounded
-from ._groups import GROUP_SEP, WEIGHT_LAYERS, check_groups, selects, value_for
+from .groups import GROUP_SEP, check_groups, selects, value_for
+from .widths import WEIGHT_LAYERS
 
-KINDS = ("structured", "unstructured")
-IMPORTANCES = ("l2", "l1", "taylor")
-SCOPES = ("layer", "global")
+KINDS = ("structured", "unstructured")  # channels removed for real (faster), or weights zeroed (sparser only)
+IMPORTANCES = ("l2", "l1", "taylor")  # Torch-Pruning's magnitude criteria, and first-order Taylor (needs gradients)
+SCOPES = ("layer", "global")  # the same share from every layer, or ranked across the whole model
 BN_RECALIBRATION_BATCHES = 10  # enough batches for stable running means on small nets, ~ms each
 TAYLOR_BATCHES = 4  # gradients of a few batches rank channels as well as many (Molchanov et al. use ~10 minibatches)
 

@@ -7,7 +7,7 @@ master weights by the straight-through estimator of ``torch.fake_quantize_per_ch
 Activations: per-tensor affine quantization of every weight layer's input, with the range
 calibrated on a few training batches and then frozen (16 bits: rounded to the 16-bit float).
 
-Per-group widths: ``groups`` maps layer patterns (see :mod:`tradeoff.spaces._groups`) to weight
+Per-group widths: ``groups`` maps layer patterns (see :mod:`tradeoff.spaces.groups`) to weight
 widths, e.g. ``{"conv1,fc": 8, "layer3": 4}``; other layers take ``weight_bits``.
 
 After tuning, :meth:`QuantizationConfig.bake_` writes the quantized weights into the layers
@@ -29,14 +29,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ._base import ApplyContext, Config, Space, as_args
-from ._groups import GROUP_SEP, check_groups, value_for
 from .deploy import Deployable, deployable_form
+from .groups import GROUP_SEP, check_groups, value_for
+from .widths import ACTIVATION_BITS, FLOAT16_KINDS, WEIGHT_BITS, WEIGHT_LAYERS
 
-WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)  # 16 = a 16-bit float, 32 = left in fp32
-ACTIVATION_BITS = (4, 5, 6, 7, 8, 16, 32)  # below 4 bits activations of small nets collapse
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 CALIBRATION_BATCHES = 8  # activation ranges settle within a few batches of min/max
-FLOAT16 = {"bf16": torch.bfloat16, "fp16": torch.float16}  # what "16 bits" means, by name
 
 
 def round_to_float16(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -63,7 +60,7 @@ class WeightFakeQuant(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if self.bits == 16:
-            return round_to_float16(w, FLOAT16[self.float16])
+            return round_to_float16(w, FLOAT16_KINDS[self.float16])
         amax = w.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-12)
         scale = (amax / self.qmax).float()
         zero = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
@@ -109,7 +106,7 @@ class ActivationFakeQuant:
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         x = args[0]
         if self.bits == 16:  # a 16-bit float: no range to calibrate
-            return (round_to_float16(x, FLOAT16[self.float16]), *args[1:])
+            return (round_to_float16(x, FLOAT16_KINDS[self.float16]), *args[1:])
         if self.calibrating:
             self.lo = min(self.lo, float(x.detach().min()))
             self.hi = max(self.hi, float(x.detach().max()))
@@ -175,8 +172,8 @@ class QuantizationConfig(Config):
         check_groups(self.groups, "quantization")
         for key, bits in self.groups.items():
             _check_bits(f"weight_bits of group {key!r}", bits, WEIGHT_BITS)
-        if self.float16 not in FLOAT16:
-            raise ValueError(f"quantization float16 must be one of {sorted(FLOAT16)}, got {self.float16!r}.")
+        if self.float16 not in FLOAT16_KINDS:
+            raise ValueError(f"quantization float16 must be one of {sorted(FLOAT16_KINDS)}, got {self.float16!r}.")
 
     @property
     def is_identity(self) -> bool:
@@ -196,7 +193,7 @@ class QuantizationConfig(Config):
         if self.is_identity:
             return model
         hooks = []
-        layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+        layers = {n: m for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
         any_weights = any(self.bits_of(n) < 32 for n in layers)
         for name, module in layers.items():
             bits = self.bits_of(name)
@@ -253,7 +250,7 @@ class QuantizationConfig(Config):
         """Weight width of each quantized layer by module name (layers left at 32 bits are omitted)."""
         if self.is_identity:
             return {}
-        out = {n: self.bits_of(n) for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+        out = {n: self.bits_of(n) for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
         return {n: b for n, b in out.items() if b < 32}
 
 

@@ -6,6 +6,7 @@ and what is allowed. See ``studies/demo.toml`` for a complete, commented example
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from importlib import resources
@@ -17,9 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 from torch import nn
 
 from tradeoff.objectives import COMPLEXITY_FIGURES, ENERGY_SOURCES, Constraints, Weights, objective_names, open_counter
-from tradeoff.spaces import DistillationSpace, PruningSpace, QuantizationSpace, RecipeSpace
-from tradeoff.spaces._groups import auto_groups, unmatched_keys, weight_layer_names
-from tradeoff.spaces.quantization import ACTIVATION_BITS, WEIGHT_BITS
+from tradeoff.spaces import (
+    ACTIVATION_BITS,
+    BACKENDS,
+    FLOAT16_KINDS,
+    IMPORTANCES,
+    KINDS,
+    SCOPES,
+    WEIGHT_BITS,
+    DistillationSpace,
+    PruningSpace,
+    QuantizationSpace,
+    RecipeSpace,
+    auto_groups,
+    unmatched_keys,
+    weight_layer_names,
+)
 
 from .tasks import TaskError, check_task_arguments
 
@@ -30,6 +44,13 @@ Alpha = Annotated[float, Strict(), Field(ge=0, le=1)]
 Pair = Field(strict=False)
 WeightBits = Literal[WEIGHT_BITS]  # type: ignore[valid-type]
 ActivationBits = Literal[ACTIVATION_BITS]  # type: ignore[valid-type]
+# the samplers a study may name (tradeoff.search.samplers builds each; it takes the names from here,
+# since studies cannot import search); the spec also accepts "auto"
+SAMPLER_NAMES: tuple[str, ...] = ("tpe", "gp", "nsga2", "nsga3", "random")
+# the [space.*] sections' defaults are the spaces' own: read from a default-built space, never restated
+_PRUNING = PruningSpace()
+_QUANTIZATION = QuantizationSpace()
+_DISTILLATION = DistillationSpace()
 
 
 class SpecError(ValueError):
@@ -44,7 +65,7 @@ class StudySection(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     n_trials: int = Field(default=30, ge=1)  # trials in the study, the baseline (trial 0) included
     # auto: chosen from the space and the budget (tradeoff.search.samplers); the rest by name
-    sampler: Literal["auto", "tpe", "gp", "nsga2", "nsga3", "random"] = "auto"
+    sampler: Literal[("auto", *SAMPLER_NAMES)] = "auto"  # type: ignore[valid-type]
     seed: int | None = 0
     storage: str | None = None
 
@@ -65,7 +86,7 @@ class TargetSection(_Strict):
     energy: Literal[ENERGY_SOURCES] = "auto"  # type: ignore[valid-type]  # a counter where there is one
     # how int8 executes: inductor (PT2E + torch.compile), fx (torch.ao, no compiler), eager (no int8);
     # auto: inductor, falling back to fx where compiling fails or is too slow
-    backend: Literal["auto", "inductor", "fx", "eager"] = "auto"
+    backend: Literal[BACKENDS] = "auto"  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _available_here(self) -> TargetSection:
@@ -79,27 +100,27 @@ class TargetSection(_Strict):
 
 
 class PruningSection(_Strict):
-    kind: list[Literal["structured", "unstructured"]] = Field(default=["structured"], min_length=1)
-    ratio: Annotated[tuple[Ratio, Ratio], Pair] = (0.0, 0.8)
-    importance: list[Literal["l2", "l1", "taylor"]] = Field(default=["l2"], min_length=1)
-    scope: Literal["layer", "global"] = "layer"
+    kind: list[Literal[KINDS]] = Field(default=list(_PRUNING.kind), min_length=1)  # type: ignore[valid-type]
+    ratio: Annotated[tuple[Ratio, Ratio], Pair] = _PRUNING.ratio
+    importance: list[Literal[IMPORTANCES]] = Field(default=list(_PRUNING.importance), min_length=1)  # type: ignore[valid-type]
+    scope: Literal[SCOPES] = _PRUNING.scope  # type: ignore[valid-type]
     protect: list[Annotated[str, Field(min_length=1)]] = []  # layer patterns never pruned (e.g. the stem)
     per_group: bool = False  # one ratio knob per layer group of [space.groups]
 
 
 class QuantizationSection(_Strict):
-    weight_bits: list[WeightBits] = Field(default=[4, 8, 32], min_length=1)
+    weight_bits: list[WeightBits] = Field(default=list(_QUANTIZATION.weight_bits), min_length=1)
     # 8-bit activations let the deployable form run int8 kernels (the latency win); 32 keeps fp32
-    activation_bits: list[ActivationBits] = Field(default=[8, 32], min_length=1)
-    float16: Literal["bf16", "fp16"] = "bf16"  # what 16 bits means
+    activation_bits: list[ActivationBits] = Field(default=list(_QUANTIZATION.activation_bits), min_length=1)
+    float16: Literal[tuple(FLOAT16_KINDS)] = _QUANTIZATION.float16  # type: ignore[valid-type]  # what 16 bits means
     per_group: bool = False  # one weight-width knob per layer group of [space.groups]
 
 
 class DistillationSection(_Strict):
-    temperature: Annotated[tuple[Temperature, Temperature], Pair] = (1.0, 8.0)
-    alpha: Annotated[tuple[Alpha, Alpha], Pair] = (0.0, 1.0)
-    steps: int = Field(default=200, ge=0)
-    lr: float = Field(default=1e-3, gt=0)
+    temperature: Annotated[tuple[Temperature, Temperature], Pair] = _DISTILLATION.temperature
+    alpha: Annotated[tuple[Alpha, Alpha], Pair] = _DISTILLATION.alpha
+    steps: int = Field(default=_DISTILLATION.steps, ge=0)
+    lr: float = Field(default=_DISTILLATION.lr, gt=0)
 
 
 class SpaceSection(_Strict):
@@ -227,7 +248,7 @@ class SearchSection(_Strict):
     @field_validator("rungs")
     @classmethod
     def _rungs_increasing(cls, rungs: list[float]) -> list[float]:
-        if any(b <= a for a, b in zip(rungs, rungs[1:])):
+        if any(b <= a for a, b in itertools.pairwise(rungs)):
             raise ValueError(f"must be strictly increasing fractions in (0, 1), got {rungs}")
         return rungs
 
@@ -363,7 +384,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         where, kind = _field_path(err["loc"]), err["type"]
         if kind == "extra_forbidden":
-            lines.append(f"  {where}: unknown field; remove it or check its spelling (DESIGN.md shows the spec).")
+            lines.append(f"  {where}: unknown field; remove it or check its spelling (README.md, 'The spec', lists every field).")
         elif kind == "missing":
             lines.append(f"  {where}: required field is missing.")
         elif kind == "value_error":  # our own validators already name the value

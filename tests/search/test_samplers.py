@@ -78,3 +78,12 @@ def test_tpe_steers_away_from_trials_other_workers_are_running() -> None:
     plain = [abs(next_x(False, seed) - 0.1) for seed in range(12)]
     assert all(a >= b for a, b in zip(lied, plain)), (lied, plain)  # never closer to the taken region
     assert sum(a > b for a, b in zip(lied, plain)) >= 4, (lied, plain)  # and often farther from it
+
+
+def test_the_factory_builds_exactly_the_samplers_the_spec_names() -> None:
+    from tradeoff.search.samplers import _FACTORIES
+    from tradeoff.studies import SAMPLER_NAMES
+
+    assert SAMPLERS == SAMPLER_NAMES and set(_FACTORIES) == set(SAMPLER_NAMES)
+    for name in SAMPLER_NAMES:
+        assert isinstance(make_sampler(name, seed=0), optuna.samplers.BaseSampler)

@@ -11,9 +11,8 @@ from torch import nn
 
 from tests.architectures import cases
 from tradeoff.objectives import profile
-from tradeoff.objectives.complexity import size_bytes
-from tradeoff.spaces import ApplyContext, PruningConfig, QuantizationConfig, Recipe, RecipeSpace
-from tradeoff.spaces._groups import auto_groups
+from tradeoff.objectives.profile import size_bytes
+from tradeoff.spaces import ApplyContext, PruningConfig, QuantizationConfig, Recipe, RecipeSpace, auto_groups
 from tradeoff.spaces.pruning import PruningSpace
 from tradeoff.spaces.quantization import QuantizationSpace
 

@@ -14,8 +14,18 @@ import torch
 from torch import nn
 
 from tests.architectures import MLP, cases
-from tradeoff.spaces import ApplyContext, QuantizationConfig, deploy, strip_activation_quant
-from tradeoff.spaces.deploy import Deployable, DeployError, deployable_form, supports_float16
+from tradeoff.spaces import (
+    ApplyContext,
+    Deployable,
+    DeployError,
+    QuantizationConfig,
+    _int8_base,
+    cpu,
+    deployable_form,
+    int8,
+    strip_activation_quant,
+    supports_float16,
+)
 
 RMS_TOLERANCE = 0.05  # ||int8 - fp32|| / ||fp32||: 8-bit (7 here) activations measured 0.2-2 %; broken is 30 %+
 TOP1_AGREEMENT = 0.95  # top-1 of int8 vs fp32 on random inputs; measured 98-100 % (near-tied random logits)
@@ -85,20 +95,20 @@ def _one_thread():
 
 @pytest.fixture(autouse=True)
 def _fresh_auto_backend():
-    deploy.reset_auto_backend()
+    int8.reset_auto_backend()
     yield
-    deploy.reset_auto_backend()
+    int8.reset_auto_backend()
 
 
 @pytest.fixture
 def no_float16(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deploy, "_cpu_capabilities", lambda: {"avx2": True, "f16c": True})
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: {"avx2": True, "f16c": True})
 
 
 @pytest.fixture
 def native_float16(monkeypatch: pytest.MonkeyPatch) -> None:
     flags = {"avx2": True, "avx512_bf16": True, "avx512_fp16": True, "avx512_vnni": True}
-    monkeypatch.setattr(deploy, "_cpu_capabilities", lambda: flags)
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: flags)
 
 
 # --------------------------------------------------------------------------- inductor int8, every architecture
@@ -268,18 +278,18 @@ def test_auto_falls_back_to_fx_when_compile_raises_and_remembers(monkeypatch: py
     first = deployable_form(fp32, **kwargs)
     assert (first.form, first.backend) == ("int8", "fx")
     assert "no C++ compiler" in first.note
-    assert deploy.auto_backend() == "fx"
+    assert int8.auto_backend() == "fx"
     second = deployable_form(fp32, **kwargs)
     assert second.backend == "fx" and len(calls) == 1  # remembered: no second attempt in this process
     with pytest.raises(DeployError, match="inductor could not compile"):
         deployable_form(fp32, **kwargs, backend="inductor")  # asked for explicitly: no fallback
-    deploy.reset_auto_backend()
-    assert deploy.auto_backend() == "inductor"
+    int8.reset_auto_backend()
+    assert int8.auto_backend() == "inductor"
 
 
 def test_auto_falls_back_to_fx_when_compiling_blows_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     fp32, sample, bits = baked("mlp")
-    monkeypatch.setattr(deploy, "COMPILE_BUDGET_S", -1.0)  # every compile is over budget
+    monkeypatch.setattr(int8, "COMPILE_BUDGET_S", -1.0)  # every compile is over budget
     monkeypatch.setattr(torch, "compile", lambda module, **kw: module)  # no need to really compile here
     kwargs = int8_arguments(bits, sample)
     first = deployable_form(fp32, **kwargs)
@@ -358,11 +368,11 @@ def test_16_and_32_bit_weights_cast_only_the_16_bit_layers(native_float16) -> No
 
 
 def test_supports_float16_reads_the_cpu_features(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deploy, "_cpu_capabilities", lambda: {"avx2": True, "f16c": True})
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: {"avx2": True, "f16c": True})
     assert not supports_float16("bf16") and not supports_float16("fp16")
-    monkeypatch.setattr(deploy, "_cpu_capabilities", lambda: {"amx_bf16": True})
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: {"amx_bf16": True})
     assert supports_float16("bf16") and not supports_float16("fp16")
-    monkeypatch.setattr(deploy, "_cpu_capabilities", lambda: {"avx512_fp16": True})
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: {"avx512_fp16": True})
     assert supports_float16("fp16") and not supports_float16("bf16")
 
 
@@ -420,9 +430,9 @@ def test_grid_scale_finds_the_grid_baked_weights_sit_on(bits: int) -> None:
     amax = w.flatten(1).abs().amax(1)
     grid = torch.round(w / (amax / qmax).view(-1, 1, 1, 1)) * (amax / qmax).view(-1, 1, 1, 1)
     folded = grid * torch.linspace(-2, 3, 6).view(-1, 1, 1, 1)  # BatchNorm folding scales channels
-    scale = deploy._grid_scale(folded)
+    scale = _int8_base.grid_scale(folded)
     assert scale is not None
     codes = folded / scale.view(-1, 1, 1, 1)
     assert codes.abs().max() <= qmax + 1e-4
     torch.testing.assert_close(codes, codes.round(), atol=1e-3, rtol=0)
-    assert deploy._grid_scale(torch.randn(6, 5, 3, 3)) is None  # unbaked weights: the observer's own scale
+    assert _int8_base.grid_scale(torch.randn(6, 5, 3, 3)) is None  # unbaked weights: the observer's own scale

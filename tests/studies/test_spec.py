@@ -205,3 +205,11 @@ quantization.weight_bits = 8
     spec = parse_spec(tomllib.loads(text))
     assert spec.search.warm_start == [{"pruning.ratio": 0.5, "quantization.weight_bits": 8}, {"pruning.ratio": 0.25}]
     assert parse_spec(spec.to_dict()).search == spec.search  # the stored spec reads back the same
+
+
+def test_an_empty_space_is_the_spaces_own_defaults() -> None:
+    """The [space.*] defaults are read from the spaces, so the two can never drift apart."""
+    from tradeoff.spaces import RecipeSpace
+
+    assert parse_spec({**MINIMAL, "space": {}}).recipe_space() == RecipeSpace()
+    assert parse_spec(MINIMAL).recipe_space() == RecipeSpace()

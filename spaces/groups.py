@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from .widths import WEIGHT_LAYERS
+
 V = TypeVar("V")
-WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)  # the layers pruning and quantization act on
 GROUP_SEP = "@"  # trial parameter of a group: "<technique>.<field>@<group name>"
 
 
@@ -52,12 +53,22 @@ def value_for(name: str, groups: Mapping[str, V], default: V) -> V:
 
 
 def weight_layer_names(model: nn.Module) -> list[str]:
-    """Qualified names of the conv and linear layers, in module order."""
+    """Qualified names of the conv and linear layers, in module order.
+
+    Example:
+        >>> weight_layer_names(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)))
+        ['0', '2']
+    """
     return [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
 
 
 def unmatched_keys(groups: Iterable[str], names: Iterable[str]) -> list[str]:
-    """Group keys that select no layer (a typo in the spec, usually)."""
+    """Group keys that select no layer (a typo in the spec, usually).
+
+    Example:
+        >>> unmatched_keys(["layer1", "layr2"], ["layer1.conv", "layer2.conv"])
+        ['layr2']
+    """
     names = list(names)
     return [key for key in groups if not any(selects(key, n) for n in names)]
 
@@ -77,7 +88,15 @@ def auto_groups(model: nn.Module) -> dict[str, str]:
 
 
 def check_groups(groups: Mapping[str, Any], what: str) -> None:
-    """Keys must be non-empty pattern strings; raise ``ValueError`` naming the bad one."""
+    """Keys must be non-empty pattern strings; raise ``ValueError`` naming the bad one.
+
+    Example:
+        >>> check_groups({"layer1": 0.5}, "pruning")
+        >>> check_groups({"": 0.5}, "pruning")
+        Traceback (most recent call last):
+        ...
+        ValueError: pruning group key must be a non-empty layer pattern such as 'layer1', got ''.
+    """
     if not isinstance(groups, Mapping):
         raise TypeError(f"{what} groups must be a mapping of layer patterns to values, got {type(groups).__name__}.")
     for key in groups:
