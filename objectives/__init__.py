@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._base import EvalContext, Measurement, Objective, describe_device, top1
 from ._lock import measurement_lock
 from .accuracy import Accuracy, evaluate
-from .complexity import COMPLEXITY_FIGURES, Complexity, ModelProfile, SizeBytes, packed_state_dict, profile, size_bytes
+from .complexity import COMPLEXITY_FIGURES, Complexity, SizeBytes
 from .cost import (
     DIRECTIONS,
     OBJECTIVE_NAMES,
@@ -23,7 +23,9 @@ from .cost import (
 )
 from .energy import ENERGY_SOURCES, EnergyMj, EnergyModel, measure_energy, open_counter
 from .latency import LatencyMs, measure_latency, median_ci
+from .packing import packed_state_dict
 from .pareto import dominating_count, hypervolume, knee_index, nondominated_rank, pareto_mask, reference_point
+from .profile import ModelProfile, profile, size_bytes
 
 
 def default_objectives(*, complexity: str = "size_bytes", energy_source: str = "auto") -> list[Objective]:
@@ -32,10 +34,10 @@ def default_objectives(*, complexity: str = "size_bytes", energy_source: str = "
 
 
 __all__ = [
-    "DIRECTIONS",
-    "OBJECTIVE_NAMES",
     "COMPLEXITY_FIGURES",
+    "DIRECTIONS",
     "ENERGY_SOURCES",
+    "OBJECTIVE_NAMES",
     "Accuracy",
     "Complexity",
     "Constraints",

@@ -21,6 +21,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .profile import ModelProfile, profile
+
 Source = Literal["measured", "estimated"]
 Direction = Literal["maximize", "minimize"]
 Batch = tuple[Any, torch.Tensor]
@@ -146,13 +148,18 @@ class EvalContext:
     reference_latency_ms: float | None = None
     threads: int = 1
     device: str = "cpu"
-    _profiles: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
+    _profiles: dict[int, ModelProfile] = field(default_factory=dict, repr=False, compare=False)
 
-    def profile(self, model: nn.Module) -> Any:
-        """The :class:`~tradeoff.objectives.complexity.ModelProfile` of ``model`` at this context's
-        widths, computed once per model (it costs a counted forward pass) and shared by objectives."""
-        from .complexity import profile  # complexity builds on this module
+    def profile(self, model: nn.Module) -> ModelProfile:
+        """The :class:`~tradeoff.objectives.profile.ModelProfile` of ``model`` at this context's
+        widths, computed once per model (it costs a counted forward pass) and shared by objectives.
 
+        Example:
+            >>> ctx = EvalContext(example_inputs=(torch.ones(1, 3),))
+            >>> m = nn.Linear(3, 2)
+            >>> ctx.profile(m).macs, ctx.profile(m) is ctx.profile(m)
+            (6, True)
+        """
         key = id(model)
         if key not in self._profiles:
             self._profiles[key] = profile(model, self.example_inputs, self.weight_bits, self.activation_bits)

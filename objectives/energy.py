@@ -39,18 +39,17 @@ from __future__ import annotations
 import abc
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.benchmark.utils.common import set_torch_threads
 
 from ._base import EvalContext, Measurement, Objective, as_args, describe_device, inference_mode_of, on_device
 from ._lock import measurement_lock
-from .complexity import ModelProfile
+from .profile import ModelProfile
 
 PJ_PER_MJ = 1e9
 
@@ -212,16 +211,6 @@ def open_counter(source: str, device: str = "cpu", *, powercap_root: Path = POWE
         ) from None
 
 
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @torch.no_grad()
 def measure_energy(
     model: nn.Module,
@@ -240,7 +229,7 @@ def measure_energy(
     """
     args = as_args(inputs)
     cuda = device.startswith("cuda")
-    with measurement_lock(device) as waited, _threads(threads):
+    with measurement_lock(device) as waited, set_torch_threads(threads):
         inference_mode_of(model)
         for _ in range(3):  # warm-up: lazy init and caches are not counted
             model(*args)

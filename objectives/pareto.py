@@ -54,7 +54,7 @@ def dominating_count(point: Sequence[float], others: np.ndarray | Sequence[Seque
 
 
 def reference_point(acc0: float, max_accuracy_drop: float | None, n_objectives: int = 4) -> np.ndarray:
-    """The hypervolume reference ``(r, 1, 1, 1)`` in the normalised space (DESIGN.md).
+    """The hypervolume reference ``(r, 1, 1, 1)`` in the normalised space (docs/DESIGN.md).
 
     ``r`` is the accuracy drop limit relative to ``acc0`` when one is set, else 0.1.
 

@@ -103,6 +103,41 @@ def attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return out
 
 
+# ----- small readers over attrs(): what the CLI and reports ask of a trial most often
+
+
+def recipe_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's recipe (:data:`RECIPE`) as stored, ``{}`` when it has none (a failed or foreign trial).
+
+    Example:
+        >>> t = optuna.trial.create_trial(value=1.0, user_attrs={RECIPE: {"pruning": {"ratio": 0.5}}})
+        >>> recipe_of(t)["pruning"], recipe_of(optuna.trial.create_trial(value=1.0))
+        ({'ratio': 0.5}, {})
+    """
+    return dict(attrs(trial).get(RECIPE) or {})
+
+
+def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial is the study's uncompressed baseline (:data:`ROLE` ``"baseline"``).
+
+    Example:
+        >>> is_baseline(optuna.trial.create_trial(value=1.0, user_attrs={ROLE: "baseline"}))
+        True
+    """
+    return attrs(trial).get(ROLE) == "baseline"
+
+
+def provenance_of(trial: optuna.trial.FrozenTrial, objective: str) -> dict[str, Any]:
+    """How one objective of a trial was obtained (its :data:`PROVENANCE` entry), ``{}`` when not recorded.
+
+    Example:
+        >>> t = optuna.trial.create_trial(value=1.0, user_attrs={PROVENANCE: {"energy_mj": {"source": "estimated"}}})
+        >>> provenance_of(t, "energy_mj")["source"], provenance_of(t, "latency_ms")
+        ('estimated', {})
+    """
+    return dict((attrs(trial).get(PROVENANCE) or {}).get(objective) or {})
+
+
 Role = Literal["baseline", "candidate"]
 
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from tradeoff.objectives import profile, size_bytes
-from tradeoff.objectives.complexity import packed_state_dict, unpacked_weight, weight_encoding
+from tradeoff.objectives.packing import packed_state_dict, unpacked_weight
+from tradeoff.objectives.profile import weight_encoding
 
 
 def _model() -> nn.Module:
