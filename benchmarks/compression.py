@@ -49,10 +49,10 @@ from torch import nn
 
 from tradeoff.objectives import describe_device, measure_latency, size_bytes
 from tradeoff.spaces import ApplyContext, PruningConfig, QuantizationConfig, deployable_form, strip_activation_quant
-from tradeoff.studies.tasks import BasicBlock, DigitsCNN  # the same block as the fashion-mnist teacher
+from tradeoff.studies.architectures import BasicBlock, DigitsCNN  # the same block as the fashion-mnist teacher
 
 BATCHES = (1, 32)  # latency at the interactive batch and at a throughput batch
-THREADS = 1  # one thread: on this 2-vCPU machine the quietest and the fastest (DESIGN.md)
+THREADS = 1  # one thread: on this 2-vCPU machine the quietest and the fastest (docs/DESIGN.md)
 CALIBRATION_BATCHES = 4  # of 16 inputs: a trial calibrates on a few training batches
 PRUNE_RATIO = 0.5  # the issue's "pruning 50 %"
 TARGETS = (  # (model, config, figure, threshold, description) from issue 3

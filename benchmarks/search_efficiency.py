@@ -19,7 +19,7 @@ same seeds, it runs four searches over the demo spec's space (``studies/demo.tom
                gets; ``--threads`` changes it);
   random       random search through ``tradeoff`` (``Runner``, sampler ``random``, its default workers).
 
-Every run's hypervolume is computed the same way (DESIGN.md, "Numbers everyone computes the same
+Every run's hypervolume is computed the same way (docs/DESIGN.md, "Definitions everyone computes the same
 way"): COMPLETE feasible trials (every constraint value <= 0; screened or stopped trials excluded),
 normalised by that run's own baseline (trial 0), reference ``(max_accuracy_drop / acc0, 1, 1, 1)``;
 recomputed after each finished trial in completion order, against the wall time since the run began

@@ -22,11 +22,6 @@ never trains the model: :func:`make_task` plays the part of the user's own pretr
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,34 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tradeoff.studies import Task
+from tradeoff.studies import Task, cached_teacher
+from tradeoff.studies.architectures import BasicBlock  # two 3x3 conv-BN and a shortcut: the ResNet block
 from tradeoff.studies.datasets import fashion_mnist_arrays
 
 # --------------------------------------------------------------------------- the model
-
-
-class ResidualBlock(nn.Module):
-    """Two 3x3 conv-BatchNorm layers and a shortcut (a strided 1x1 conv-BatchNorm when the shape changes).
-
-    Args:
-        c_in: Input channels.
-        c_out: Output channels.
-        stride: 2 halves the image's height and width.
-    """
-
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)  # no bias: BatchNorm has one
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
 class FashionCNN(nn.Module):
@@ -76,9 +48,9 @@ class FashionCNN(nn.Module):
         super().__init__()
         w = width
         self.stem = nn.Sequential(nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
-        self.stage1 = ResidualBlock(w, 2 * w, stride=2)  # 28 -> 14
-        self.stage2 = ResidualBlock(2 * w, 4 * w, stride=2)  # 14 -> 7
-        self.stage3 = ResidualBlock(4 * w, 4 * w)  # 7 -> 7: more depth where the image is small
+        self.stage1 = BasicBlock(w, 2 * w, stride=2)  # 28 -> 14
+        self.stage2 = BasicBlock(2 * w, 4 * w, stride=2)  # 14 -> 7
+        self.stage3 = BasicBlock(4 * w, 4 * w)  # 7 -> 7: more depth where the image is small
         self.head = nn.Linear(4 * w, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,14 +59,6 @@ class FashionCNN(nn.Module):
 
 
 # --------------------------------------------------------------------------- the user's own pretraining
-
-TRAIN_THREADS = 1  # on a small machine busy with other jobs, two threads ran 10-40x slower here (examples/README.md)
-
-
-def cache_dir() -> Path:
-    """Where trained teachers are kept: ``$TRADEOFF_CACHE_DIR/examples``, else ``~/.cache/tradeoff/examples``."""
-    root = os.environ.get("TRADEOFF_CACHE_DIR") or Path.home() / ".cache" / "tradeoff"
-    return Path(root) / "examples"
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -123,33 +87,6 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str
             opt.step()
             sched.step()
     model.eval()
-
-
-def pretrained(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any]) -> dict[str, Any]:
-    """Load ``model``'s weights from the cache, or train it by ``settings`` and cache them.
-
-    The cache file is named by a hash of ``settings``: changing any of them trains a new teacher.
-    Returns what is worth recording about the teacher (kept on the study as task info).
-    """
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / f"fashion-resnet-{key}.pt"
-    info: dict[str, Any] = {"teacher_cache": str(path), "teacher_settings": settings, "teacher_trained_s": None}
-    if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return info
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)
-    start = time.perf_counter()
-    try:
-        train(model, x, y, settings)
-    finally:
-        torch.set_num_threads(threads)
-    info["teacher_trained_s"] = round(time.perf_counter() - start, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)  # atomic: a concurrent process sees no file or the whole file
-    return info
 
 
 # --------------------------------------------------------------------------- the task tradeoff compresses
@@ -213,7 +150,13 @@ def make_task(
         "batch_size": 128,  # ~470 steps an epoch on 60k images
         "seed": seed,
     }
-    info = pretrained(model, x_train_t, y_train_t, settings)
+    info = cached_teacher(  # trained once (seeded, one thread), then loaded from the cache
+        model,
+        name="examples/fashion-resnet",  # in $TRADEOFF_CACHE_DIR/examples/, else ~/.cache/tradeoff/examples/
+        recipe=settings,  # the file is named by a hash of these: changing any of them trains anew
+        train=lambda m: train(m, x_train_t, y_train_t, settings),
+        seed=seed,
+    )
     info["teacher_val_accuracy"] = accuracy(model, x_val_t, y_val_t)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(x_train_t), generator=g)[:finetune_size]  # tradeoff reshuffles batches per trial

@@ -19,11 +19,6 @@ trains the model: :func:`make_task` plays the part of the user's own pretraining
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tradeoff.studies import Task
+from tradeoff.studies import Task, cached_teacher
 
 # --------------------------------------------------------------------------- the data
 
@@ -94,14 +89,6 @@ class TabularMLP(nn.Module):
 
 # --------------------------------------------------------------------------- the user's own pretraining
 
-TRAIN_THREADS = 1  # on a small machine busy with other jobs, two threads ran 10-40x slower here (examples/README.md)
-
-
-def cache_dir() -> Path:
-    """Where trained teachers are kept: ``$TRADEOFF_CACHE_DIR/examples``, else ``~/.cache/tradeoff/examples``."""
-    root = os.environ.get("TRADEOFF_CACHE_DIR") or Path.home() / ".cache" / "tradeoff"
-    return Path(root) / "examples"
-
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)``."""
@@ -128,33 +115,6 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str
             opt.step()
             sched.step()
     model.eval()
-
-
-def pretrained(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict[str, Any]) -> dict[str, Any]:
-    """Load ``model``'s weights from the cache, or train it by ``settings`` and cache them.
-
-    The cache file is named by a hash of ``settings``: changing any of them trains a new teacher.
-    Returns what is worth recording about the teacher (kept on the study as task info).
-    """
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    path = cache_dir() / f"tabular-mlp-{key}.pt"
-    info: dict[str, Any] = {"teacher_cache": str(path), "teacher_settings": settings, "teacher_trained_s": None}
-    if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return info
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)
-    start = time.perf_counter()
-    try:
-        train(model, x, y, settings)
-    finally:
-        torch.set_num_threads(threads)
-    info["teacher_trained_s"] = round(time.perf_counter() - start, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)  # atomic: a concurrent process sees no file or the whole file
-    return info
 
 
 # --------------------------------------------------------------------------- the task tradeoff compresses
@@ -195,7 +155,13 @@ def make_task(
         "batch_size": 32,  # ~15 steps an epoch on 455 rows
         "seed": seed,
     }
-    info = pretrained(model, x_train, y_train, settings)
+    info = cached_teacher(  # trained once (seeded, one thread), then loaded from the cache
+        model,
+        name="examples/tabular-mlp",  # in $TRADEOFF_CACHE_DIR/examples/, else ~/.cache/tradeoff/examples/
+        recipe=settings,  # the file is named by a hash of these: changing any of them trains anew
+        train=lambda m: train(m, x_train, y_train, settings),
+        seed=seed,
+    )
     info["teacher_val_accuracy"] = accuracy(model, x_val, y_val)
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(x_train), generator=g)  # one seeded shuffle; tradeoff reshuffles batches per trial

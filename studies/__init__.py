@@ -16,13 +16,16 @@ from .results import (
     study_hypervolume,
     trials_frame,
 )
-from .spec import Spec, SpecError, demo_spec, load_spec, parse_spec
+from .shared import at_batch_size, shared_inputs, val_subset
+from .spec import SAMPLER_NAMES, Spec, SpecError, demo_spec, load_spec, parse_spec
 from .storage import DEFAULT_STORAGE, StorageError, load_study, open_storage, resolve_storage_url
-from .tasks import Task, TaskError, at_batch_size, load_task, shared_inputs, val_subset, validate_task, weights_sha256
+from .tasks import Task, TaskError, load_task, validate_task
+from .teachers import cached_teacher, weights_sha256
 
 __all__ = [
     "CONFIG_FORMAT",
     "DEFAULT_STORAGE",
+    "SAMPLER_NAMES",
     "ExportError",
     "Feasibility",
     "FrontEntry",
@@ -36,6 +39,7 @@ __all__ = [
     "apply_config",
     "at_batch_size",
     "baseline_trial",
+    "cached_teacher",
     "demo_spec",
     "export_bundle",
     "feasibility",
@@ -47,13 +51,13 @@ __all__ = [
     "open_storage",
     "parse_spec",
     "pick",
-    "rebuild",
     "ranked_front",
+    "rebuild",
     "resolve_storage_url",
     "shared_inputs",
     "study_hypervolume",
     "trials_frame",
-    "validate_task",
     "val_subset",
+    "validate_task",
     "weights_sha256",
 ]

@@ -38,8 +38,10 @@ from tradeoff.spaces import ApplyContext, Compressed, Recipe, compress, torch_th
 from . import record
 from .report import write_report
 from .results import FrontEntry, baseline_trial, objective_names_of, pick, ranked_front, study_spec, values_of
+from .shared import at_batch_size, shared_inputs
 from .spec import Spec, parse_spec
-from .tasks import Task, at_batch_size, load_task, shared_inputs, weights_sha256
+from .tasks import Task, load_task
+from .teachers import weights_sha256
 
 CONFIG_FORMAT = "tradeoff.config/2"  # /2: executed_as renamed deployable_form
 READABLE_CONFIG_FORMATS = ("tradeoff.config/1", CONFIG_FORMAT)  # apply reads neither renamed field

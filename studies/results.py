@@ -46,7 +46,7 @@ class FrontEntry:
             "values": self.values,
             "normalised": dict(zip(("e", "s", "l", "j"), map(float, self.normalised))),
             "cost": self.cost,
-            "role": self.trial.user_attrs.get(record.ROLE, "candidate"),
+            "role": record.attrs(self.trial).get(record.ROLE, "candidate"),
             "deployable_form": record.attrs(self.trial).get(record.DEPLOYABLE_FORM),
         }
 
@@ -62,7 +62,7 @@ def study_spec(study: optuna.Study) -> Spec:
 def baseline_trial(study: optuna.Study) -> FrozenTrial:
     """Trial 0: the uncompressed model, reference of all normalisation."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get(record.ROLE) == "baseline":
+        if record.is_baseline(t):
             return t
     raise ResultsError(f"study {study.study_name!r} has no completed baseline trial yet.")
 
@@ -158,7 +158,7 @@ class Violation:
             "violation": self.violation,
             "missed": list(self.missed),
             "cost": self.cost,
-            "role": self.trial.user_attrs.get(record.ROLE, "candidate"),
+            "role": record.attrs(self.trial).get(record.ROLE, "candidate"),
             "deployable_form": record.attrs(self.trial).get(record.DEPLOYABLE_FORM),
         }
 
@@ -219,7 +219,7 @@ def _completed_candidates(study: optuna.Study) -> list[FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get(record.ROLE, "candidate") != "baseline"
+        if not record.is_baseline(t)
     ]
 
 
@@ -302,7 +302,7 @@ def hypervolume_history(study: optuna.Study) -> list[dict[str, Any]]:
         {
             "trial": t.number,
             "state": t.state.name,
-            "hypervolume": t.user_attrs.get(record.HYPERVOLUME),
+            "hypervolume": record.attrs(t).get(record.HYPERVOLUME),
             "elapsed_s": (t.datetime_complete - t0).total_seconds(),
         }
         for t in done
@@ -326,10 +326,11 @@ def trials_frame(study: optuna.Study, weights: Weights | None = None) -> pd.Data
             row.update(values_of(t, names))
             if base is not None:
                 row["cost"] = weighted_cost(values_of(t, names), base, weights)
-        row.update({f"figure.{k}": v for k, v in t.user_attrs.get(record.FIGURES, {}).items()})
-        row["role"] = t.user_attrs.get(record.ROLE)
-        row["deployable_form"] = record.attrs(t).get(record.DEPLOYABLE_FORM)
+        a = record.attrs(t)
+        row.update({f"figure.{k}": v for k, v in a.get(record.FIGURES, {}).items()})
+        row["role"] = a.get(record.ROLE)
+        row["deployable_form"] = a.get(record.DEPLOYABLE_FORM)
         row["pareto"] = t.number in front
-        row["error"] = t.user_attrs.get(record.ERROR)
+        row["error"] = a.get(record.ERROR)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -27,7 +27,7 @@ def _one_worker() -> None:
 
 @pytest.fixture(scope="session")
 def digits_task(_cache_dir: Path):
-    from tradeoff.studies.tasks import digits
+    from tradeoff.studies.builtin_tasks import digits
 
     return digits()
 

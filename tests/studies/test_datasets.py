@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tradeoff.studies import TaskError, load_task
 from tradeoff.studies.datasets import (
     FASHION_MNIST_DIR,
     FASHION_MNIST_ENV,
@@ -18,7 +19,6 @@ from tradeoff.studies.datasets import (
     fashion_mnist_arrays,
     read_idx,
 )
-from tradeoff.studies.tasks import TaskError, load_task
 
 
 def _idx(array: np.ndarray, code: int = 0x08) -> bytes:

@@ -5,7 +5,8 @@ import torch
 
 from tradeoff.objectives import evaluate
 from tradeoff.studies import Task, TaskError, load_task, validate_task
-from tradeoff.studies.tasks import check_task_arguments, digits, resolve_task
+from tradeoff.studies.builtin_tasks import digits
+from tradeoff.studies.tasks import check_task_arguments, resolve_task
 
 
 def test_digits_teacher_is_accurate_and_cached(digits_task) -> None:
@@ -91,7 +92,7 @@ def test_a_task_file_by_path(tmp_path, monkeypatch) -> None:
 
 def test_teacher_outputs_are_computed_once_and_read_back_from_disk(tmp_path, monkeypatch) -> None:
     from tests.studies.user_task import make_task
-    from tradeoff.studies.tasks import shared_inputs, teacher_outputs_path
+    from tradeoff.studies.shared import shared_inputs, teacher_outputs_path
 
     monkeypatch.setenv("TRADEOFF_CACHE_DIR", str(tmp_path))
     task = make_task()
