@@ -1,22 +1,38 @@
-"""What runs: the trial pipeline, the Optuna orchestration and the ``tradeoff`` command."""
+"""What runs: the trial pipeline, the Optuna orchestration, its policies and the ``tradeoff`` command.
+
+Each ``[search]`` setting of a spec has one home: ``screen`` in :func:`evaluate_recipe`, ``rungs``,
+``stop_dominated_by`` and ``stop_infeasible_after`` in :mod:`.rungs`, ``reuse_duplicates`` and
+``reuse_latency`` in :mod:`.reuse`, ``warm_start`` in :mod:`.warm_start`, ``workers`` in
+:mod:`.workers`; :class:`Runner` builds them from the spec and runs the study.
+"""
 
 from __future__ import annotations
 
-from .runner import Runner, StudyMismatch, TrialEvent, sampler_for, warm_start_params
+from .reuse import DuplicateReuse, LatencyReuse, Reused
+from .rungs import AccuracyOutOfReach, DominatedAtRung, RungStopping
+from .runner import Runner, StudyMismatch, TrialEvent, sampler_for
 from .samplers import SAMPLERS, SamplerChoice, choose_sampler, make_sampler
 from .trial import TrialEnv, deployable_key, evaluate_recipe
+from .warm_start import WarmStarts, warm_start_params
 from .workers import resolve_workers
 
 __all__ = [
     "SAMPLERS",
+    "AccuracyOutOfReach",
+    "DominatedAtRung",
+    "DuplicateReuse",
+    "LatencyReuse",
+    "Reused",
+    "RungStopping",
     "Runner",
     "SamplerChoice",
     "StudyMismatch",
     "TrialEnv",
     "TrialEvent",
+    "WarmStarts",
     "choose_sampler",
-    "evaluate_recipe",
     "deployable_key",
+    "evaluate_recipe",
     "make_sampler",
     "resolve_workers",
     "sampler_for",

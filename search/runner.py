@@ -4,35 +4,42 @@ The runner uses Optuna's ask-and-tell interface so it owns the loop: it records 
 first, stores every figure through :class:`~tradeoff.studies.record.TrialRecord`, keeps a failed
 trial's reason on the trial and goes on, and marks the running trial failed on Ctrl-C so a
 re-run resumes where it stopped.
+
+The ``[search]`` policies live in files of their own and the runner only wires them: warm starts
+(:mod:`.warm_start`), stopping at fidelity rungs (:mod:`.rungs`), duplicate and latency reuse
+(:mod:`.reuse`), worker processes (:mod:`.workers`); screening is a phase of
+:func:`~tradeoff.search.trial.evaluate_recipe`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import socket
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from tradeoff.objectives import DIRECTIONS, Measurement, dominating_count, normalise
+from tradeoff.objectives import DIRECTIONS
 from tradeoff.spaces import RecipeSpace, torch_threads
 from tradeoff.studies import Task, TrialRecord, load_task, open_storage, record, weights_sha256
-from tradeoff.studies.results import ResultsError, baseline_trial, objective_names_of, study_hypervolume
-from tradeoff.studies.spec import Spec, SpecError
+from tradeoff.studies.results import ResultsError, baseline_trial, study_hypervolume
+from tradeoff.studies.spec import Spec
 from tradeoff.studies.storage import sqlite_path
 
+from .reuse import DuplicateReuse, LatencyReuse
+from .rungs import RungStopping
 from .samplers import SamplerChoice, choose_sampler, make_sampler
-from .trial import TrialEnv, evaluate_recipe, latency_measurement, with_baseline
-from .workers import Workers, noting_sigint, resolve_workers, sigint_seen
+from .trial import TrialEnv, evaluate_recipe, with_baseline
+from .warm_start import WarmStarts, warm_start_params
+from .workers import INTERRUPTED, Workers, noting_sigint, resolve_workers, sigint_seen
 
-INTERRUPTED = "interrupted: the process stopped while the trial ran"
+__all__ = ["INTERRUPTED", "Runner", "StudyMismatch", "TrialEvent", "sampler_for", "warm_start_params"]
 
 
 class StudyMismatch(ValueError):
@@ -47,65 +54,6 @@ def sampler_for(spec: Spec, space: RecipeSpace) -> tuple[optuna.samplers.BaseSam
     else:
         choice = SamplerChoice(name, "named in the spec")
     return make_sampler(choice.name, seed=spec.study.seed), choice
-
-
-AUTO_WARM_STARTS: tuple[dict[str, Any], ...] = (  # what a practitioner tries first, where the space holds it,
-    # cheapest and most often useful first (the order is the order they run in):
-    # int8 weights with fp32 activations (weight-only: no int8 kernel or compile needed, ~no accuracy lost)
-    # across the pruning range's quartiles, pruning being the one knob that moves size, latency and energy
-    # together; it wins where int8 kernels do not (small models at batch 1, where quantize/dequantize
-    # overhead outweighs the arithmetic)...
-    {"pruning.ratio": 0.5, "quantization.weight_bits": 8, "quantization.activation_bits": 32},
-    {"pruning.ratio": 0.75, "quantization.weight_bits": 8, "quantization.activation_bits": 32},
-    {"pruning.ratio": 0.25, "quantization.weight_bits": 8, "quantization.activation_bits": 32},
-    # ...then full int8 (fast where the target has int8 kernels and the model is big enough for them to pay;
-    # each costs a compile), uniform and with half the channels pruned
-    {"pruning.ratio": 0.0, "quantization.weight_bits": 8, "quantization.activation_bits": 8},
-    {"pruning.ratio": 0.5, "quantization.weight_bits": 8, "quantization.activation_bits": 8},
-)
-WARM_DISTILLATION = {"distillation.temperature": 4.0, "distillation.alpha": 0.5}  # Hinton et al.'s usual pick
-
-
-def _inside(dist: optuna.distributions.BaseDistribution, value: Any) -> bool:
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False
-
-
-def warm_start_params(spec: Spec, space: RecipeSpace) -> list[dict[str, Any]]:
-    """The configs enqueued right after the baseline, as trial parameters (knobs left out are sampled).
-
-    ``"auto"``: :data:`AUTO_WARM_STARTS`, each value applied to a knob and its per-group variants
-    (``pruning.ratio@stage1``), keeping only values the space holds, with T and alpha at
-    :data:`WARM_DISTILLATION` where in range. A spec's own list is checked knob by knob.
-
-    Raises:
-        SpecError: a listed knob is not in the space, or its value is outside the knob's range.
-    """
-    dists = space.distributions()
-    warm = spec.search.warm_start
-    if warm == "auto":
-        out: list[dict[str, Any]] = []
-        for base in AUTO_WARM_STARTS:
-            wanted = {**base, **WARM_DISTILLATION}
-            params = {n: wanted[n.split("@", 1)[0]] for n in dists if n.split("@", 1)[0] in wanted}
-            params = {n: v for n, v in params.items() if _inside(dists[n], v)}
-            tried = {n.split("@", 1)[0] for n in params}
-            if not {"quantization.weight_bits", "pruning.ratio"} & tried or params in out:
-                continue  # the space cannot hold this config (e.g. no 8-bit choice): skip it
-            out.append(params)
-        return out
-    problems = []
-    for i, params in enumerate(warm):
-        for name, value in params.items():
-            if name not in dists:
-                problems.append(f"search.warm_start[{i}].{name}: not a knob of this space; knobs: {', '.join(dists)}")
-            elif not _inside(dists[name], value):
-                problems.append(f"search.warm_start[{i}].{name}: {value!r} is outside the knob's range {dists[name]}")
-    if problems:
-        raise SpecError("invalid warm start(s):\n  " + "\n  ".join(problems))
-    return [dict(p) for p in warm]
 
 
 def _comparable(spec_dict: dict) -> dict:
@@ -123,7 +71,7 @@ def _counted(t: optuna.trial.FrozenTrial) -> bool:
     """Trials that use up the budget: completed, stopped at a rung, real failures (not interruptions)."""
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    return t.state == TrialState.FAIL and t.user_attrs.get(record.ERROR) != INTERRUPTED
+    return t.state == TrialState.FAIL and record.attrs(t).get(record.ERROR) != INTERRUPTED
 
 
 @dataclass
@@ -156,6 +104,20 @@ class Runner:
             in ``done`` but not reported one by one).
         workers: Overrides ``[search] workers`` and ``$TRADEOFF_WORKERS`` (a count or ``"auto"``):
             processes on this host running the study's trials at once (:mod:`tradeoff.search.workers`).
+
+    Attributes:
+        screen: ``[search] screen``, passed to every trial.
+        rungs: ``[search] rungs``, ``stop_dominated_by``, ``stop_infeasible_after`` (:class:`.RungStopping`).
+        duplicates: ``[search] reuse_duplicates`` (:class:`.DuplicateReuse`).
+        latency: ``[search] reuse_latency`` (:class:`.LatencyReuse`).
+        workers: ``[search] workers`` resolved, and ``workers_reason`` why.
+
+    Example:
+        >>> from tradeoff.studies import parse_spec
+        >>> spec = parse_spec({"study": {"name": "r"}, "task": {"name": "digits"}, "search": {"rungs": [0.5]}})
+        >>> runner = Runner(spec, "sqlite:///:memory:", workers=1)
+        >>> runner.rungs.fractions, runner.duplicates.enabled, runner.workers
+        ((0.5,), True, 1)
     """
 
     def __init__(
@@ -178,6 +140,12 @@ class Runner:
             storage_url=storage_url,
             override=workers,
         )
+        # the [search] policies ([search] warm_start needs the space: WarmStarts is built in run())
+        search = spec.search
+        self.screen = search.screen  # decided per trial, in evaluate_recipe's screen phase
+        self.rungs = RungStopping.from_spec(search)
+        self.duplicates = DuplicateReuse(search.reuse_duplicates)
+        self.latency = LatencyReuse(search.reuse_latency)
 
     def open_study(self, space: RecipeSpace) -> tuple[optuna.Study, bool]:
         """Create the study, or load it and check it was launched with the same spec.
@@ -227,7 +195,7 @@ class Runner:
         """Build the task, open the study, record the baseline if needed, run until the budget is met."""
         task = load_task(self.spec.task.name, self.spec.task.kwargs)
         space = self.spec.recipe_space(task.model)
-        warm = warm_start_params(self.spec, space)  # checked before anything is written
+        warm = WarmStarts.from_spec(self.spec, space)  # checked before anything is written
         # the whole trial (fine-tuning and calibration too, not only timing) runs at the target's thread
         # count: torch's default of every core oversubscribes a shared machine (236 s vs 6.6 s seen here)
         with torch_threads(self.spec.target.threads), noting_sigint():
@@ -238,7 +206,7 @@ class Runner:
                     raise KeyboardInterrupt from exc
                 raise
 
-    def _run(self, task: Task, space: RecipeSpace, warm: list[dict[str, Any]]) -> optuna.Study:
+    def _run(self, task: Task, space: RecipeSpace, warm: WarmStarts) -> optuna.Study:
         env = TrialEnv.prepare(self.spec, task)
         study, created = self.open_study(space)
         study.set_user_attr(
@@ -252,8 +220,7 @@ class Runner:
         except ResultsError:  # no baseline yet: trial 0 (or the first trial after an interrupted one)
             env = self._run_baseline(study, env, space, seed0)
             if created:
-                for params in warm[: self.n_trials - 1]:  # right after the baseline, within the budget
-                    study.enqueue_trial(params, skip_if_exists=True)
+                warm.enqueue(study, self.n_trials)
 
         if self.workers == 1:
             self._loop(study, env, space, seed0, contextlib.nullcontext())
@@ -330,23 +297,23 @@ class Runner:
         trial.set_user_attr(record.WORKER, _worker_name())
         try:
             recipe = space.sample(trial)
-            if self.spec.search.reuse_duplicates and self._reuse(study, trial, json.loads(recipe.to_json())):
+            if (reused := self.duplicates.reuse(study, trial, recipe)) is not None:
+                self._emit(study, trial.number, "DUPLICATE", reused.values, duplicate_of=reused.original)
                 return
-            search = self.spec.search
             rec = evaluate_recipe(
                 recipe,
                 env,
                 seed=seed,
-                screen=search.screen,
-                rungs=search.rungs,
-                on_rung=lambda fraction, steps, values: self._at_rung(study, trial, env, fraction, values),
-                latency_of=(lambda key: self._latency_of(study, key)) if search.reuse_latency else None,
+                screen=self.screen,
+                rungs=self.rungs.fractions,
+                on_rung=lambda fraction, steps, values: self.rungs.at_rung(study, trial, env, fraction, values),
+                latency_of=self.latency.lookup(study),
             )
         except KeyboardInterrupt:
             trial.set_user_attr(record.ERROR, INTERRUPTED)
             study.tell(trial, state=TrialState.FAIL)
             raise
-        except Exception as exc:  # noqa: BLE001  # a recipe the model cannot take: the trial fails, the study goes on
+        except Exception as exc:  # a recipe the model cannot take: the trial fails, the study goes on
             if sigint_seen():  # Ctrl-C that SQLite turned into a storage error mid-trial
                 trial.set_user_attr(record.ERROR, INTERRUPTED)
                 study.tell(trial, state=TrialState.FAIL)
@@ -365,130 +332,6 @@ class Runner:
         trial.set_user_attr(record.HYPERVOLUME, hv)
         study.tell(trial, rec.value_list())
         self._emit(study, trial.number, "SCREENED" if rec.screened else "COMPLETE", rec.values, hypervolume=hv)
-
-    def _reuse(self, study: optuna.Study, trial: optuna.Trial, recipe: dict[str, Any]) -> bool:
-        """When a finished trial applied the same recipe, copy its outcome onto ``trial`` and say so.
-
-        ``recipe`` is compared as stored (JSON: tuples are lists).
-
-        Its values, constraints and user attributes (seed included: an export rebuilds the same
-        model) are copied, with ``duplicate_of`` naming the trial; its state too (a stopped or
-        failed recipe stays stopped or failed).
-        """
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
-            if t.user_attrs.get(record.RECIPE) != recipe or t.user_attrs.get(record.ROLE) == "baseline":
-                continue
-            if t.state == TrialState.FAIL and t.user_attrs.get(record.ERROR) == INTERRUPTED:
-                continue
-            original = t.user_attrs.get(record.DUPLICATE_OF, t.number)
-            for key, value in record.attrs(t).items():
-                if key not in (record.HYPERVOLUME, record.WORKER):
-                    trial.set_user_attr(key, value)
-            trial.set_user_attr(record.DUPLICATE_OF, original)
-            for name, value in t.constraints.items():
-                trial.set_constraint(name, value)
-            if t.state == TrialState.COMPLETE:
-                trial.set_user_attr(record.HYPERVOLUME, study_hypervolume(study))  # a copy adds no volume
-                study.tell(trial, list(t.values))
-                values = dict(zip(objective_names_of(study), t.values, strict=True))
-            else:
-                study.tell(trial, state=t.state)
-                values = None
-            self._emit(study, trial.number, "DUPLICATE", values, duplicate_of=original)
-            return True
-        return False
-
-    def _latency_of(self, study: optuna.Study, key: str) -> tuple[int, Measurement] | None:
-        """The first trial that timed the deployable form ``key`` (read from the storage, so workers on
-        other hosts share it; the key holds the device, so another machine never matches), and its
-        latency measurement; ``None`` when none has."""
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            a = record.attrs(t)
-            exe = a.get(record.DEPLOYABLE) or {}
-            if (
-                exe.get("key") == key
-                and exe.get("latency_from") is None  # timed on this trial, not itself reused
-                and a.get(record.ROLE) != "baseline"  # the baseline's latency is absolute, candidates' are ratios
-                and record.DUPLICATE_OF not in a
-                and "latency_ms" in (a.get(record.PROVENANCE) or {})
-            ):
-                return t.number, latency_measurement(a[record.PROVENANCE]["latency_ms"], exe["latency_ms"])
-        return None
-
-    def _at_rung(
-        self, study: optuna.Study, trial: optuna.Trial, env: TrialEnv, fraction: float, values: dict[str, float]
-    ) -> bool:
-        """Record the trial's point at a rung; stop it when enough trials at that rung dominate it, or
-        when the accuracy limit is out of reach from there (:meth:`_accuracy_out_of_reach`).
-
-        The point is the trial's accuracy at that rung (on the fixed validation subset) with its
-        size, latency and energy (final already: they do not depend on fine-tuning), normalised to
-        the baseline. Other trials' points at the same rung are read from the storage, so workers on
-        other hosts compare with each other too.
-        """
-        key = f"{fraction:g}"
-        points = dict(trial.user_attrs.get(record.RUNG_POINT) or {})
-        points[key] = values
-        trial.set_user_attr(record.RUNG_POINT, points)
-        base = env.baseline or {}
-        mine = normalise(values, base, env.names)
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-        others = [
-            normalise(t.user_attrs[record.RUNG_POINT][key], base, env.names)
-            for t in trials
-            if t.number != trial.number
-            and key in (t.user_attrs.get(record.RUNG_POINT) or {})
-            and record.DUPLICATE_OF not in t.user_attrs  # a copy is not a second opinion
-        ]
-        need = self.spec.search.stop_dominated_by
-        if others and (count := dominating_count(mine, others)) >= need:
-            trial.set_user_attr(record.STOP_REASON, f"dominated at rung {key} by {count} trials there (>= {need})")
-            return True
-        completed = [t for t in trials if t.state == TrialState.COMPLETE]
-        out_of_reach = self._accuracy_out_of_reach(completed, env, key, values["accuracy"])
-        if out_of_reach is not None:
-            trial.set_user_attr(record.STOP_REASON, out_of_reach)
-            return True
-        return False
-
-    def _accuracy_out_of_reach(
-        self, completed: Sequence[optuna.trial.FrozenTrial], env: TrialEnv, key: str, accuracy: float
-    ) -> str | None:
-        """Why ``max_accuracy_drop`` cannot be met from ``accuracy`` at rung ``key``, or ``None`` when it can.
-
-        The evidence is the study's ``completed`` trials that were fully fine-tuned and passed this rung
-        at an accuracy no higher than ``accuracy`` (read from the storage, so workers share it): the largest
-        gain any of them made from its accuracy at the rung to its final accuracy. Only trials that
-        started at least as low count, because the gain grows with the room left: on ``digits`` a
-        student at 0.78 after a quarter of its steps ended at 0.98 (+0.20) where the largest gain
-        of the trials that had started higher was +0.16, so the old rule, which took any trials'
-        largest gain, stopped trials that finish feasible, right at the accuracy limit where the
-        front's most compressed points are. A gain from lower down bounds the gain from higher up;
-        one from higher up does not. A trial whose rung accuracy plus that most optimistic gain still ends
-        below the limit would finish infeasible; until ``[search] stop_infeasible_after`` such
-        trials exist, nothing is stopped this way.
-        """
-        need = self.spec.search.stop_infeasible_after
-        drop = env.constraints.max_accuracy_drop
-        if need == 0 or drop is None or env.baseline is None:
-            return None
-        limit = env.baseline["accuracy"] - drop
-        at = env.names.index("accuracy")
-        gains = []
-        for t in completed:
-            a = t.user_attrs
-            if a.get(record.ROLE) == "baseline" or a.get(record.SCREENED) or record.DUPLICATE_OF in a:
-                continue
-            rung = next((r["accuracy"] for r in a.get(record.RUNGS) or () if f"{r['fraction']:g}" == key), None)
-            if rung is not None and t.values is not None and rung <= accuracy:  # started at least as low
-                gains.append(t.values[at] - rung)
-        if len(gains) < need or accuracy + max(gains) >= limit:
-            return None
-        return (
-            f"accuracy {accuracy:.4f} at rung {key} plus the largest gain seen on {len(gains)} completed trials "
-            f"that were at or below it there ({max(gains):+.4f}) stays below the limit {limit:.4f} "
-            f"(max_accuracy_drop {drop:g})"
-        )
 
     def _hypervolume_with(self, study: optuna.Study, env: TrialEnv, rec: TrialRecord) -> float:
         """The study's feasible hypervolume once ``rec`` (not told yet) is counted."""

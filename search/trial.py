@@ -5,8 +5,6 @@ Knows nothing of Optuna beyond what a trial stores (:class:`~tradeoff.studies.re
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,9 +23,13 @@ from tradeoff.objectives import (
     default_objectives,
     describe_device,
 )
-from tradeoff.spaces import INT8_MAX_BITS, ApplyContext, Compression, Deployable, Recipe
+from tradeoff.spaces import ApplyContext, Compression, Recipe
 from tradeoff.studies import Task, TrialRecord, shared_inputs, val_subset
 from tradeoff.studies.spec import Spec
+
+from .deployable import LatencyLookup, deployable_key, reused_latency
+
+__all__ = ["LatencyLookup", "RungCallback", "TrialEnv", "deployable_key", "evaluate_recipe", "with_baseline"]
 
 
 @dataclass
@@ -93,80 +95,6 @@ def _provenance(m: Measurement, ctx: EvalContext) -> dict[str, Any]:
 RungCallback = Callable[[float, int, dict[str, float]], bool]
 """``(fraction, steps_done, values at the rung) -> stop?``: asked at each fidelity rung."""
 
-LatencyLookup = Callable[[str], "tuple[int, Measurement] | None"]
-"""``deployable key -> (trial number, latency measurement)`` of an earlier trial that timed the same
-deployable form, or ``None``: asked once per trial before timing."""
-
-
-def deployable_key(
-    snapshot: nn.Module,
-    deployed: Deployable,
-    weight_bits: dict[str, int],
-    activation_bits: int,
-    example_inputs: tuple[Any, ...],
-    *,
-    threads: int,
-    device: str,
-) -> str:
-    """A hash of everything a forward pass's time depends on, and nothing it does not.
-
-    Latency is a property of the program that runs, not of the values in it: the layers and their
-    shapes (pruning decides these), which layers run in which precision and on what kernels
-    (``deployable_form``, the backend and the low-precision layer set), the input shapes, threads, device
-    and torch build. Weight values, and so distillation's temperature and alpha, and the weight
-    width of a layer that executes in fp32 either way (weight-only quantization) or in int8 either
-    way (4-bit codes run on int8 kernels), do not enter it. Two trials with the same key time the
-    same deployable form.
-
-    Example:
-        >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
-        >>> d = Deployable(m, "fp32", "eager", 0.0, "")
-        >>> x = (torch.randn(1, 4),)
-        >>> a = deployable_key(m, d, {"0": 8}, 32, x, threads=1, device="cpu")
-        >>> a == deployable_key(m, d, {"0": 4}, 32, x, threads=1, device="cpu")  # weight-only: fp32 both
-        True
-        >>> a == deployable_key(m, d, {}, 32, x, threads=2, device="cpu")
-        False
-    """
-    form = deployed.form  # "int8", "int8+fp32", "bf16", "fp16+fp32", ... (tradeoff.spaces.deploy)
-    if form.startswith("int8"):
-        low = {name: "int8" for name, bits in weight_bits.items() if bits <= INT8_MAX_BITS}
-        low["activations"] = f"{activation_bits}-bit"
-    elif form.startswith(("bf16", "fp16")):
-        low = {name: form for name, bits in weight_bits.items() if bits == 16}
-    else:
-        low = {}
-    tensors = {
-        name: [list(t.shape), str(t.dtype)] for name, t in [*snapshot.named_parameters(), *snapshot.named_buffers()]
-    }
-    described = {
-        "modules": {name: type(m).__name__ for name, m in snapshot.named_modules()},
-        "tensors": tensors,
-        "deployable_form": deployed.form,
-        "backend": deployed.backend,
-        "low_precision": low,
-        "inputs": [[list(x.shape), str(x.dtype)] if isinstance(x, torch.Tensor) else repr(x) for x in example_inputs],
-        "threads": threads,
-        "device": describe_device(device),
-        "torch": torch.__version__,
-    }
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _reused_latency(m: Measurement, trial: int) -> Measurement:
-    """An earlier trial's latency, labelled as reused (its source stays what it was: measured)."""
-    return replace(
-        m,
-        method=f"{m.method}; timed once for this deployable form, on trial {trial}",
-        details={**m.details, "reused_from_trial": trial},
-    )
-
-
-def latency_measurement(provenance: dict[str, Any], value: float) -> Measurement:
-    """Rebuild a stored latency :class:`Measurement` from a trial's provenance entry and its value."""
-    details = {k: v for k, v in provenance.items() if k not in ("source", "method", "unit")}
-    return Measurement(float(value), provenance["unit"], provenance["source"], provenance["method"], details)
-
 
 def _subset_samples(batches: Sequence[Any]) -> int:
     return sum(len(targets) for _, targets in batches)
@@ -176,15 +104,15 @@ def evaluate_recipe(
     recipe: Recipe,
     env: TrialEnv,
     *,
-    seed: int | None = None,
-    screen: bool = True,
-    rungs: Sequence[float] = (),
-    on_rung: RungCallback | None = None,
-    latency_of: LatencyLookup | None = None,
+    seed: int | None = None,  # torch's RNG left as it is (the runner always passes one)
+    screen: bool = True,  # [search] screen's default: skip fine-tuning what it cannot mend
+    rungs: Sequence[float] = (),  # no rungs: distil all the steps without looking (the baseline, direct calls)
+    on_rung: RungCallback | None = None,  # nobody to ask: no trial stops at a rung
+    latency_of: LatencyLookup | None = None,  # no study to ask: every deployable form is timed
 ) -> TrialRecord:
     """Apply ``recipe`` to the task's model, measure it, and return everything a trial stores.
 
-    Order (DESIGN.md, "How data flows"): prune and attach quantization -> build the deployable form
+    Order (docs/DESIGN.md, "One trial, from spec to stored record"): prune and attach quantization -> build the deployable form
     and measure what does not depend on fine-tuned weights (complexity, latency, energy) -> with
     ``screen``, when a size/latency/energy constraint already fails, stop there with the zero-shot
     accuracy (``screened``) -> distil, pausing at each of ``rungs`` (fractions of the steps) to score
@@ -200,130 +128,185 @@ def evaluate_recipe(
     its latency is an absolute median; later trials are timed interleaved with the teacher and
     reported as baseline latency x ratio (see :mod:`tradeoff.objectives.latency`).
     """
-    is_baseline = env.baseline is None
-    ctx_apply = ApplyContext(
-        example_inputs=env.example_inputs,
-        train=env.train,
-        teacher_logits=env.teacher_logits,
-        seed=seed,
-        threads=env.threads,
-        backend=env.backend,
-    )
-    stages = Compression(recipe, env.task.model, ctx_apply)
-    snapshot, deployed = stages.snapshot()  # before fine-tuning: what executes, and what it weighs
-    weight_bits = recipe.quantization.weight_bits_by_layer(snapshot)
+    trial = _Trial.compress(recipe, env, seed)  # prune, attach quantization, build the deployable form
+    trial.measure_deployable(latency_of)  # complexity, latency, energy: fine-tuning changes none of them
+    if screen and (zero_shot := trial.screen()) is not None:
+        return trial.record(trial.snapshot, zero_shot, screened=True)
+    if (at_rung := trial.distil_through(rungs, on_rung)) is not None:
+        return trial.record(trial.snapshot, at_rung, stopped=True)
+    scored, accuracy = trial.finish()
+    return trial.record(scored, accuracy)
 
-    def context(val: Any) -> EvalContext:
+
+class _Trial:
+    """One recipe on its way through :func:`evaluate_recipe`, one method per phase, in the order they run."""
+
+    def __init__(self, recipe: Recipe, env: TrialEnv, seed: int | None, stages: Compression) -> None:
+        self.recipe, self.env, self.seed, self.stages = recipe, env, seed, stages
+        self.is_baseline = env.baseline is None
+        self.snapshot, self.deployed = stages.snapshot()  # before fine-tuning: what executes, and what it weighs
+        self.weight_bits = recipe.quantization.weight_bits_by_layer(self.snapshot)
+        self.accuracy = Accuracy()
+        self.rung_log: list[dict[str, Any]] = []
+        self.measure_s = 0.0  # seconds spent measuring, added up phase by phase
+        # set by measure_deployable:
+        self.ctx: EvalContext
+        self.cheap_names: tuple[str, ...]
+        self.pre: dict[str, Measurement]
+        self.cheap: dict[str, float]
+        self.deployable: dict[str, Any]
+
+    @classmethod
+    def compress(cls, recipe: Recipe, env: TrialEnv, seed: int | None) -> _Trial:
+        """Prune and attach quantization to the task's model, and build the form that runs on the target."""
+        ctx_apply = ApplyContext(
+            example_inputs=env.example_inputs,
+            train=env.train,
+            teacher_logits=env.teacher_logits,
+            seed=seed,
+            threads=env.threads,
+            backend=env.backend,
+        )
+        return cls(recipe, env, seed, Compression(recipe, env.task.model, ctx_apply))
+
+    def context(self, val: Any) -> EvalContext:
+        """What an objective measures the model with, scoring accuracy on ``val``."""
+        env, deployed = self.env, self.deployed
         return EvalContext(
             example_inputs=env.example_inputs,
             val=val,
             metric=env.task.metric,
-            weight_bits=weight_bits,
-            activation_bits=recipe.quantization.activation_bits,
+            weight_bits=self.weight_bits,
+            activation_bits=self.recipe.quantization.activation_bits,
             deployable=deployed.module,
             deployable_form=deployed.form,
             deployable_details={"backend": deployed.backend, "note": deployed.note},
-            reference=None if is_baseline else env.task.model,
-            reference_latency_ms=None if is_baseline else env.baseline["latency_ms"],
+            reference=None if self.is_baseline else env.task.model,
+            reference_latency_ms=None if self.is_baseline else env.baseline["latency_ms"],
             threads=env.threads,
             device=env.device,
         )
 
-    start = time.perf_counter()
-    cheap_names = tuple(n for n in env.names if n != "accuracy")
-    ctx = context(env.task.val)
-    key = deployable_key(
-        snapshot,
-        deployed,
-        weight_bits,
-        recipe.quantization.activation_bits,
-        env.example_inputs,
-        threads=env.threads,
-        device=env.device,
-    )
-    earlier = None if is_baseline or latency_of is None else latency_of(key)
-    timed = cheap_names if earlier is None else tuple(n for n in cheap_names if n != "latency_ms")
-    pre = _measure(snapshot, ctx, env.objectives, timed)
-    if earlier is not None:
-        pre["latency_ms"] = _reused_latency(earlier[1], earlier[0])
-    deployable = {
-        "key": key,
-        "latency_ms": pre["latency_ms"].value,
-        "latency_from": None if earlier is None else earlier[0],
-    }
-    measure_s = time.perf_counter() - start
-    cheap = {name: pre[name].value for name in cheap_names}
-    rung_log: list[dict[str, Any]] = []
+    def measure_deployable(self, latency_of: LatencyLookup | None) -> None:
+        """Measure everything but accuracy on the snapshot; latency is reused when ``latency_of`` knows the form."""
+        env = self.env
+        start = time.perf_counter()
+        self.cheap_names = tuple(n for n in env.names if n != "accuracy")
+        self.ctx = self.context(env.task.val)
+        key = deployable_key(
+            self.snapshot,
+            self.deployed,
+            self.weight_bits,
+            self.recipe.quantization.activation_bits,
+            env.example_inputs,
+            threads=env.threads,
+            device=env.device,
+        )
+        earlier = None if self.is_baseline or latency_of is None else latency_of(key)
+        timed = self.cheap_names if earlier is None else tuple(n for n in self.cheap_names if n != "latency_ms")
+        self.pre = _measure(self.snapshot, self.ctx, env.objectives, timed)
+        if earlier is not None:
+            self.pre["latency_ms"] = reused_latency(earlier[1], earlier[0])
+        self.deployable = {
+            "key": key,
+            "latency_ms": self.pre["latency_ms"].value,
+            "latency_from": None if earlier is None else earlier[0],
+        }
+        self.measure_s += time.perf_counter() - start
+        self.cheap = {name: self.pre[name].value for name in self.cheap_names}
 
-    def finish(scored: nn.Module, accuracy: Measurement, *, screened: bool = False, stopped: bool = False):
-        nonlocal measure_s
+    def score(self, model: nn.Module, ctx: EvalContext) -> Measurement:
+        """``model``'s accuracy on ``ctx.val``, its time counted as measuring."""
         t0 = time.perf_counter()
-        measured = dict(pre)
+        accuracy = self.accuracy.measure(model, ctx)
+        self.measure_s += time.perf_counter() - t0
+        return accuracy
+
+    def screen(self) -> Measurement | None:
+        """The zero-shot accuracy when a size/latency/energy constraint already fails (no fine-tuning can
+        mend these), else ``None``; the baseline is never screened."""
+        if self.is_baseline:
+            return None
+        cheap_limits = replace(self.env.constraints, max_accuracy_drop=None)
+        before = {**self.ctx.profile(self.snapshot).figures(), **self.cheap}
+        violated = {k: v for k, v in constraint_values(before, self.env.baseline, cheap_limits).items() if v > 0}
+        return self.score(self.snapshot, self.ctx) if violated else None
+
+    def distil_through(self, rungs: Sequence[float], on_rung: RungCallback | None) -> Measurement | None:
+        """Distil up to each rung in turn, score it on ``env.rung_val`` and ask ``on_rung``: the accuracy
+        at the rung that stopped the trial, or ``None`` when none did."""
+        env, steps = self.env, self.recipe.distillation.steps
+        if on_rung is None or self.is_baseline or steps <= 0:
+            return None
+        rung_ctx = self.context(env.rung_val)
+        for fraction in rungs:
+            n = round(fraction * steps)
+            if n <= self.stages.steps_done or n >= steps:
+                continue
+            self.stages.distil_to(n)
+            acc = self.score(self.stages.student, rung_ctx)
+            point = {**self.cheap, "accuracy": acc.value}
+            self.rung_log.append(
+                {"fraction": fraction, "steps": n, "samples": _subset_samples(env.rung_val), "accuracy": acc.value}
+            )
+            if on_rung(fraction, n, {name: point[name] for name in env.names}):
+                return acc
+        return None
+
+    def finish(self) -> tuple[nn.Module, Measurement]:
+        """Distil the remaining steps and bake: the final model and its accuracy on the whole validation set."""
+        scored = self.stages.finish()
+        return scored, self.score(scored, self.ctx)
+
+    def record(
+        self,
+        scored: nn.Module,
+        accuracy: Measurement,
+        *,
+        screened: bool = False,  # most trials are neither screened...
+        stopped: bool = False,  # ...nor stopped at a rung
+    ) -> TrialRecord:
+        """Everything the trial stores; a finished model's size, MACs and energy are measured anew (not a
+        screened or stopped one's: it stays the snapshot, and latency is always the built form's)."""
+        env, ctx = self.env, self.ctx
+        t0 = time.perf_counter()
+        measured = dict(self.pre)
         if not (screened or stopped):  # the final model: its own size, MACs and energy (latency: the built form)
-            measured.update(_measure(scored, ctx, env.objectives, tuple(n for n in cheap_names if n != "latency_ms")))
+            untimed = tuple(n for n in self.cheap_names if n != "latency_ms")
+            measured.update(_measure(scored, ctx, env.objectives, untimed))
         measured["accuracy"] = accuracy
         values = {name: measured[name].value for name in env.names}
-        prof = ctx.profile(scored)
-        figures: dict[str, Any] = {**prof.figures(), "accuracy": values["accuracy"]}
-        lat, energy = measured["latency_ms"].details, measured["energy_mj"].details
-        for key in ("median_ms", "iqr_ms", "ci_halfwidth", "rounds", "repeats", "ratio", "reference_ms"):
-            if key in lat:
-                figures[f"latency_{key}"] = lat[key]
-        for key in ("compute_pj", "weights_pj", "activations_pj", "estimated_mj", "idle_w", "gross_mj"):
-            if key in energy:
-                figures[f"energy_{key}"] = energy[key]
-        measure_s += time.perf_counter() - t0
-        seconds = {**stages.seconds, "measure": measure_s}
+        figures = _figures(ctx.profile(scored).figures(), values["accuracy"], measured)
+        self.measure_s += time.perf_counter() - t0
+        seconds = {**self.stages.seconds, "measure": self.measure_s}
         return TrialRecord(
-            role="baseline" if is_baseline else "candidate",
-            recipe=recipe.to_dict(),
+            role="baseline" if self.is_baseline else "candidate",
+            recipe=self.recipe.to_dict(),
             values=values,
             figures=figures,
             provenance={name: _provenance(m, ctx) for name, m in measured.items()},
             constraints=constraint_values({**figures, **values}, env.baseline or values, env.constraints),
-            deployable_form=deployed.form,
-            deployable=deployable,
+            deployable_form=self.deployed.form,
+            deployable=self.deployable,
             seconds={k: round(v, 4) for k, v in seconds.items()},
             screened=screened,
             stopped=stopped,
-            rungs=rung_log,
-            seed=seed,
+            rungs=self.rung_log,
+            seed=self.seed,
         )
 
-    accuracy = Accuracy()
-    if screen and not is_baseline:
-        cheap_limits = replace(env.constraints, max_accuracy_drop=None)
-        before = {**ctx.profile(snapshot).figures(), **cheap}
-        violated = {k: v for k, v in constraint_values(before, env.baseline, cheap_limits).items() if v > 0}
-        if violated:  # no fine-tuning can mend these: score it as it stands and stop
-            t0 = time.perf_counter()
-            zero_shot = accuracy.measure(snapshot, ctx)
-            measure_s += time.perf_counter() - t0
-            return finish(snapshot, zero_shot, screened=True)
 
-    steps = recipe.distillation.steps
-    if on_rung is not None and not is_baseline and steps > 0:
-        rung_ctx = context(env.rung_val)
-        for fraction in rungs:
-            n = int(round(fraction * steps))
-            if n <= stages.steps_done or n >= steps:
-                continue
-            stages.distil_to(n)
-            t0 = time.perf_counter()
-            acc = accuracy.measure(stages.student, rung_ctx)
-            measure_s += time.perf_counter() - t0
-            point = {**cheap, "accuracy": acc.value}
-            rung_log.append(
-                {"fraction": fraction, "steps": n, "samples": _subset_samples(env.rung_val), "accuracy": acc.value}
-            )
-            if on_rung(fraction, n, {name: point[name] for name in env.names}):
-                return finish(snapshot, acc, stopped=True)
-
-    scored = stages.finish()
-    t0 = time.perf_counter()
-    final_accuracy = accuracy.measure(scored, ctx)
-    measure_s += time.perf_counter() - t0
-    return finish(scored, final_accuracy)
+def _figures(profile: dict[str, Any], accuracy: float, measured: dict[str, Measurement]) -> dict[str, Any]:
+    """The raw figures stored on a trial: the model's profile, its accuracy, and latency's and energy's parts."""
+    figures: dict[str, Any] = {**profile, "accuracy": accuracy}
+    lat, energy = measured["latency_ms"].details, measured["energy_mj"].details
+    for key in ("median_ms", "iqr_ms", "ci_halfwidth", "rounds", "repeats", "ratio", "reference_ms"):
+        if key in lat:
+            figures[f"latency_{key}"] = lat[key]
+    for key in ("compute_pj", "weights_pj", "activations_pj", "estimated_mj", "idle_w", "gross_mj"):
+        if key in energy:
+            figures[f"energy_{key}"] = energy[key]
+    return figures
 
 
 def with_baseline(env: TrialEnv, record: TrialRecord) -> TrialEnv:

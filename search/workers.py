@@ -39,6 +39,7 @@ from typing import Any
 from tradeoff.studies.spec import SpecError
 from tradeoff.studies.storage import sqlite_path
 
+INTERRUPTED = "interrupted: the process stopped while the trial ran"  # the error of a trial Ctrl-C stopped
 ENV_VAR = "TRADEOFF_WORKERS"  # overrides the spec's [search] workers (as --workers on the command line)
 MAX_AUTO = 4  # past a few workers the one-at-a-time measurement lock and SQLite's one writer are the bottleneck
 GRACE_S = 2.0  # after Ctrl-C: a worker that got it too is left this long to stop before it is signalled again

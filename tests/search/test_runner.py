@@ -8,10 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tradeoff.search import Runner, StudyMismatch
+from tradeoff.search import RungStopping, Runner, StudyMismatch
 from tradeoff.search import runner as runner_module
 from tradeoff.search.runner import INTERRUPTED
-from tradeoff.search.trial import TrialEnv
 from tradeoff.studies import parse_spec, record
 
 USER_TASK = "tests.studies.user_task:make_task"
@@ -231,7 +230,7 @@ def test_a_trial_stopped_at_a_rung_is_pruned_with_no_values_and_its_rung_kept(ur
         asked.append((trial.number, fraction, values["accuracy"]))
         return fraction == 0.5
 
-    monkeypatch.setattr(Runner, "_at_rung", stop_at_second_rung)
+    monkeypatch.setattr(RungStopping, "at_rung", stop_at_second_rung)
     study = Runner(_fp32_spec("rungs", search={"rungs": [0.25, 0.5]}), url, n_trials=3).run()
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED]
     assert [(n, f) for n, f, _ in asked] == [(1, 0.25), (1, 0.5), (2, 0.25), (2, 0.5)]
@@ -240,73 +239,6 @@ def test_a_trial_stopped_at_a_rung_is_pruned_with_no_values_and_its_rung_kept(ur
     assert [r["steps"] for r in t.user_attrs[record.RUNGS]] == [2, 4]  # of 8 steps
     assert t.user_attrs[record.RUNGS][1]["accuracy"] == asked[1][2]
     assert t.user_attrs[record.SECONDS]["distil"] > 0
-
-
-def test_a_trial_is_stopped_when_enough_trials_at_its_rung_dominate_it(url: str) -> None:
-    runner = Runner(_fp32_spec("rule", search={"stop_dominated_by": 2}), url, n_trials=1)
-    study = runner.run()
-    env = TrialEnv(**{**vars(_env_stub(study))})
-    names = env.names
-    better = dict(zip(names, (0.9, 100.0, 0.1, 0.1), strict=True))
-    worse = dict(zip(names, (0.5, 200.0, 0.2, 0.2), strict=True))
-    for _ in range(2):
-        t = study.ask()
-        t.set_user_attr(record.RUNG_POINT, {"0.25": better})
-    copy = study.ask()  # a duplicate's copied point is not a second opinion
-    copy.set_user_attr(record.RUNG_POINT, {"0.25": better})
-    copy.set_user_attr(record.DUPLICATE_OF, 1)
-    me = study.ask()
-    assert runner._at_rung(study, me, env, 0.25, worse) is True
-    assert me.user_attrs[record.RUNG_POINT]["0.25"] == worse  # stored for others to compare with
-    assert me.user_attrs[record.STOP_REASON] == "dominated at rung 0.25 by 2 trials there (>= 2)"
-    assert runner._at_rung(study, study.ask(), env, 0.5, worse) is False  # nobody else at that rung
-    assert runner._at_rung(study, study.ask(), env, 0.25, better) is False  # equal is not dominated
-
-
-def test_a_trial_is_stopped_when_the_accuracy_limit_is_out_of_reach_from_its_rung(url: str) -> None:
-    from dataclasses import replace
-
-    from tradeoff.objectives import Constraints
-
-    search = {"stop_infeasible_after": 2, "stop_dominated_by": 99}  # the dominance rule never fires here
-    runner = Runner(_fp32_spec("reach", search=search), url, n_trials=1)
-    study = runner.run()
-    env = replace(_env_stub(study), constraints=Constraints(max_accuracy_drop=0.05))
-    limit = env.baseline["accuracy"] - 0.05
-
-    def completed(at_rung: float, final: float, **attrs) -> None:
-        t = study.ask()
-        t.set_user_attr(record.RUNGS, [{"fraction": 0.25, "steps": 2, "samples": 10, "accuracy": at_rung}])
-        for name, value in attrs.items():
-            t.set_user_attr(name, value)
-        study.tell(t, [final, 1.0, 1.0, 1.0])
-
-    def point(accuracy: float) -> dict[str, float]:
-        return dict(zip(env.names, (accuracy, 1.0, 1.0, 1.0), strict=True))
-
-    completed(limit - 0.30, limit - 0.20)  # gained 0.10 from the rung to the end
-    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.5)) is False  # one trial: no evidence yet
-    completed(limit - 0.20, limit - 0.15)  # gained 0.05
-    completed(0.0, 1.0, screened=True)  # neither a screened trial...
-    completed(0.0, 1.0, duplicate_of=1)  # ...nor a copy is evidence of a gain
-    me = study.ask()
-    assert runner._at_rung(study, me, env, 0.25, point(limit - 0.15)) is True  # even +0.10 ends below the limit
-    assert "largest gain seen on 2 completed trials that were at or below it there (+0.1000)" in (
-        me.user_attrs[record.STOP_REASON]
-    )
-    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.09)) is False  # within reach
-    # the gain grows with the room left, so only trials that started at least as low are evidence:
-    # below both there is none, and between them only one (fewer than stop_infeasible_after = 2)
-    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.31)) is False
-    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.25)) is False
-    completed(limit - 0.25, limit - 0.05)  # gained 0.20 from lower down
-    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.19)) is False  # +0.20 reaches it
-    assert runner._at_rung(study, study.ask(), env, 0.25, point(limit - 0.21)) is True  # +0.20 falls short
-    assert runner._at_rung(study, study.ask(), env, 0.5, point(limit - 0.5)) is False  # nobody passed that rung
-    off = Runner(_fp32_spec("reach", search={**search, "stop_infeasible_after": 0}), url, n_trials=1)
-    assert off._at_rung(study, study.ask(), env, 0.25, point(limit - 0.5)) is False
-    no_limit = replace(env, constraints=Constraints())
-    assert runner._at_rung(study, study.ask(), no_limit, 0.25, point(-1.0)) is False
 
 
 def test_workers_share_one_study_and_never_overshoot_its_budget(url: str, monkeypatch, tmp_path) -> None:
@@ -352,17 +284,6 @@ def test_one_worker_when_asked_and_in_memory_storage_cannot_be_shared(monkeypatc
     assert resolve_workers(1, threads=1, device="cpu", storage_url=file, override="2") == (2, "--workers: 2")
     with pytest.raises(SpecError, match=r"--workers: expected a positive number of workers or 'auto', got 'x'"):
         resolve_workers(1, threads=1, device="cpu", storage_url=file, override="x")
-
-
-def _env_stub(study: optuna.Study):
-    """A TrialEnv holding just what the rung rule reads: the objectives and the baseline's values."""
-    from tradeoff.objectives import Constraints, default_objectives
-    from tradeoff.studies.results import baseline_trial, values_of
-
-    return TrialEnv(
-        task=None, example_inputs=(), train=[], teacher_logits=[], constraints=Constraints(), threads=1,
-        device="cpu", objectives=default_objectives(), baseline=values_of(baseline_trial(study)),
-    )  # fmt: skip
 
 
 def test_a_recipe_already_tried_reuses_its_result(url: str) -> None:
@@ -412,21 +333,6 @@ def test_a_warm_start_outside_the_space_is_refused_before_anything_is_written(ur
     assert "search.warm_start[0].pruning.ratio: 0.95 is outside" in str(err.value)
     assert "search.warm_start[1].pruning.ratoi: not a knob of this space" in str(err.value)
     assert optuna.get_all_study_names(url) == []
-
-
-def test_auto_warm_starts_are_int8_configs_the_space_holds() -> None:
-    from tradeoff.search import warm_start_params
-
-    spec = _spec(search={"warm_start": "auto"})
-    params = warm_start_params(spec, spec.recipe_space())
-    assert [(p["pruning.ratio"], p["quantization.activation_bits"]) for p in params] == [
-        (0.5, 32), (0.75, 32), (0.25, 32), (0.0, 8), (0.5, 8)
-    ]  # fmt: skip  (weight-only int8 first: no compile, and it wins where int8 kernels do not)
-    assert all(p["quantization.weight_bits"] == 8 for p in params)
-    no_int8 = _fp32_spec("x", search={"warm_start": "auto"}, pruning={"ratio": [0.0, 0.3]})
-    params = warm_start_params(no_int8, no_int8.recipe_space())
-    assert [p["pruning.ratio"] for p in params] == [0.25, 0.0]  # 0.5, 0.75 are outside the range, 8 bits not offered
-    assert all("quantization.weight_bits" not in p for p in params)
 
 
 def test_the_hypervolume_after_every_trial_is_stored_and_never_shrinks(url: str) -> None:

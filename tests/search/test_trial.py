@@ -5,8 +5,7 @@ import torch
 
 from tradeoff.search.trial import TrialEnv, evaluate_recipe, with_baseline
 from tradeoff.spaces import DistillationConfig, PruningConfig, QuantizationConfig, Recipe
-from tradeoff.studies import parse_spec
-from tradeoff.studies.tasks import at_batch_size
+from tradeoff.studies import at_batch_size, parse_spec
 
 SPEC = parse_spec({"study": {"name": "t"}, "task": {"name": "digits"}, "constraints": {"max_accuracy_drop": 0.02}})
 
