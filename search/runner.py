@@ -209,6 +209,11 @@ class Runner:
     def _run(self, task: Task, space: RecipeSpace, warm: WarmStarts) -> optuna.Study:
         env = TrialEnv.prepare(self.spec, task)
         study, created = self.open_study(space)
+        env = env.with_lr(self.spec, study.user_attrs.get(record.STUDY_LR))  # lr = "auto": derived once per study
+        if env.lr is not None:
+            if record.STUDY_LR not in study.user_attrs:
+                study.set_user_attr(record.STUDY_LR, env.lr.as_json())
+            space = space.resolved(env.lr.lr)
         study.set_user_attr(
             record.STUDY_TASK, {"name": task.name, "teacher_sha256": weights_sha256(task.model), "info": task.info}
         )

@@ -23,11 +23,12 @@ from tradeoff.objectives import (
     default_objectives,
     describe_device,
 )
-from tradeoff.spaces import ApplyContext, Compression, Recipe
+from tradeoff.spaces import LR_AUTO, ApplyContext, Compression, LrFinding, Recipe, find_lr
 from tradeoff.studies import Task, TrialRecord, shared_inputs, val_subset
 from tradeoff.studies.spec import Spec
 
 from .deployable import LatencyLookup, deployable_key, reused_latency
+from .finetune import SHARP_DROP, KeepBetter, explain_drop
 
 __all__ = ["LatencyLookup", "RungCallback", "TrialEnv", "deployable_key", "evaluate_recipe", "with_baseline"]
 
@@ -51,6 +52,9 @@ class TrialEnv:
     backend: str = "auto"  # how int8 executes (spec target.backend)
     rung_val: list[Any] = field(default_factory=list)  # fixed validation subset scored at fidelity rungs
     baseline: dict[str, float] | None = None
+    held_back: list[Any] = field(default_factory=list)  # training batches never tuned on: judge fine-tuning
+    keep_better: KeepBetter = field(default_factory=KeepBetter)  # [search] keep_better
+    lr: LrFinding | None = None  # the study's derived fine-tuning rate, when the spec says lr = "auto"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -70,7 +74,21 @@ class TrialEnv:
             objectives=default_objectives(complexity=spec.objectives.complexity, energy_source=spec.target.energy),
             backend=spec.target.backend,
             rung_val=val_subset(task.val, spec.search.rung_val_size),
+            held_back=shared.held_back,
+            keep_better=KeepBetter(enabled=spec.search.keep_better),
         )
+
+    def with_lr(self, spec: Spec, stored: dict[str, Any] | None = None) -> TrialEnv:
+        """This env with the study's fine-tuning rate derived (``lr = "auto"``): the one ``stored`` on the
+        study when it has one (a resumed study, another worker), else by :func:`tradeoff.spaces.find_lr`."""
+        d = spec.space.distillation
+        if d.lr != LR_AUTO:
+            return self
+        if stored is not None:
+            found = LrFinding(float(stored["lr"]), stored.get("divergence_lr"), rule=str(stored.get("rule", "")))
+        else:
+            found = find_lr(self.task.model, self.train, self.teacher_logits, batchnorm=d.batchnorm, seed=spec.study.seed or 0)
+        return replace(self, lr=found)
 
 
 def _measure(
@@ -130,6 +148,7 @@ def evaluate_recipe(
     """
     trial = _Trial.compress(recipe, env, seed)  # prune, attach quantization, build the deployable form
     trial.measure_deployable(latency_of)  # complexity, latency, energy: fine-tuning changes none of them
+    trial.measure_zero_shot()  # accuracy before fine-tuning: what fine-tuning must not make worse
     if screen and (zero_shot := trial.screen()) is not None:
         return trial.record(trial.snapshot, zero_shot, screened=True)
     if (at_rung := trial.distil_through(rungs, on_rung)) is not None:
@@ -149,6 +168,8 @@ class _Trial:
         self.accuracy = Accuracy()
         self.rung_log: list[dict[str, Any]] = []
         self.measure_s = 0.0  # seconds spent measuring, added up phase by phase
+        self.finetune: dict[str, Any] = {}  # how fine-tuning went: zero-shot figures, the weights kept, why
+        self.zero_shot: Measurement | None = None  # the snapshot's accuracy on the whole validation set
         # set by measure_deployable:
         self.ctx: EvalContext
         self.cheap_names: tuple[str, ...]
@@ -222,6 +243,17 @@ class _Trial:
         self.measure_s += time.perf_counter() - t0
         return accuracy
 
+    def measure_zero_shot(self) -> None:
+        """The compressed model's accuracy before fine-tuning: on the validation set, and on the held-back
+        training batches that judge whether fine-tuning helped (the baseline is not fine-tuned)."""
+        if self.is_baseline:
+            return
+        self.zero_shot = self.score(self.snapshot, self.ctx)
+        self.finetune["zero_shot"] = self.zero_shot.value
+        if self.recipe.distillation.steps > 0 and self.env.held_back:
+            self.finetune["held_back_samples"] = _subset_samples(self.env.held_back)
+            self.finetune["held_back_zero_shot"] = self.score(self.snapshot, self.context(self.env.held_back)).value
+
     def screen(self) -> Measurement | None:
         """The zero-shot accuracy when a size/latency/energy constraint already fails (no fine-tuning can
         mend these), else ``None``; the baseline is never screened."""
@@ -230,7 +262,7 @@ class _Trial:
         cheap_limits = replace(self.env.constraints, max_accuracy_drop=None)
         before = {**self.ctx.profile(self.snapshot).figures(), **self.cheap}
         violated = {k: v for k, v in constraint_values(before, self.env.baseline, cheap_limits).items() if v > 0}
-        return self.score(self.snapshot, self.ctx) if violated else None
+        return self.zero_shot if violated else None
 
     def distil_through(self, rungs: Sequence[float], on_rung: RungCallback | None) -> Measurement | None:
         """Distil up to each rung in turn, score it on ``env.rung_val`` and ask ``on_rung``: the accuracy
@@ -239,24 +271,57 @@ class _Trial:
         if on_rung is None or self.is_baseline or steps <= 0:
             return None
         rung_ctx = self.context(env.rung_val)
+        floor = None  # the zero-shot accuracy on the rung subset: with keep_better the trial never ends below it
         for fraction in rungs:
             n = round(fraction * steps)
             if n <= self.stages.steps_done or n >= steps:
                 continue
             self.stages.distil_to(n)
             acc = self.score(self.stages.student, rung_ctx)
-            point = {**self.cheap, "accuracy": acc.value}
-            self.rung_log.append(
-                {"fraction": fraction, "steps": n, "samples": _subset_samples(env.rung_val), "accuracy": acc.value}
-            )
+            if floor is None:
+                floor = self.score(self.snapshot, rung_ctx).value
+            entry = {"fraction": fraction, "steps": n, "samples": _subset_samples(env.rung_val), "accuracy": acc.value}
+            if acc.value < floor - SHARP_DROP:
+                entry["explanation"] = explain_drop(
+                    self.stages.losses, self.recipe.distillation.lr, before=floor, after=acc.value, where=f"rung {fraction:g}"
+                )
+                self.finetune.setdefault("explanation", entry["explanation"])
+            self.rung_log.append(entry)
+            best = max(acc.value, floor) if env.keep_better.enabled and env.held_back else acc.value
+            point = {**self.cheap, "accuracy": best}
             if on_rung(fraction, n, {name: point[name] for name in env.names}):
-                return acc
+                return replace(acc, value=best) if best != acc.value else acc
         return None
 
     def finish(self) -> tuple[nn.Module, Measurement]:
-        """Distil the remaining steps and bake: the final model and its accuracy on the whole validation set."""
+        """Distil the remaining steps and bake: the final model and its accuracy on the whole validation set.
+
+        With ``[search] keep_better``, when fine-tuning ended below the zero-shot accuracy on the held-back
+        batches, the final model is the snapshot from before fine-tuning (its validation accuracy is
+        already measured); a sharp fall is explained from the steps' losses (:func:`explain_drop`)."""
         scored = self.stages.finish()
-        return scored, self.score(scored, self.ctx)
+        if self.is_baseline or self.recipe.distillation.steps == 0 or self.zero_shot is None:
+            return scored, self.score(scored, self.ctx)
+        ft = self.finetune
+        ft["kept"] = "finetuned"
+        if "held_back_zero_shot" in ft:
+            ft["held_back_finetuned"] = self.score(scored, self.context(self.env.held_back)).value
+            if self.env.keep_better.keeps_zero_shot(zero_shot=ft["held_back_zero_shot"], tuned=ft["held_back_finetuned"]):
+                ft["kept"] = "zero_shot"
+                ft["why_kept"] = (
+                    f"fine-tuning ended at {ft['held_back_finetuned']:.4f} on {ft['held_back_samples']} held-back "
+                    f"training samples, below {ft['held_back_zero_shot']:.4f} before it: kept the weights from before"
+                )
+        if ft["kept"] == "zero_shot":
+            scored, accuracy = self.snapshot, self.zero_shot
+            before, after, where = ft["held_back_zero_shot"], ft["held_back_finetuned"], "the end (held-back batches)"
+        else:
+            accuracy = self.score(scored, self.ctx)
+            before, after, where = self.zero_shot.value, accuracy.value, "the end"
+        if after < before - SHARP_DROP:
+            lr = self.recipe.distillation.lr
+            ft.setdefault("explanation", explain_drop(self.stages.losses, lr, before=before, after=after, where=where))
+        return scored, accuracy
 
     def record(
         self,
@@ -277,6 +342,8 @@ class _Trial:
         measured["accuracy"] = accuracy
         values = {name: measured[name].value for name in env.names}
         figures = _figures(ctx.profile(scored).figures(), values["accuracy"], measured)
+        if self.zero_shot is not None:
+            figures["zero_shot_accuracy"] = self.zero_shot.value
         self.measure_s += time.perf_counter() - t0
         seconds = {**self.stages.seconds, "measure": self.measure_s}
         return TrialRecord(
@@ -293,7 +360,22 @@ class _Trial:
             stopped=stopped,
             rungs=self.rung_log,
             seed=self.seed,
+            finetune=self._finetune_summary(),
         )
+
+    def _finetune_summary(self) -> dict[str, Any]:
+        """How fine-tuning went (``finetune`` in the trial record): the rate and its rule, the schedule,
+        the loss, the zero-shot figures, the weights kept and why, an explanation of a sharp fall."""
+        if self.is_baseline:
+            return {}
+        d, losses = self.recipe.distillation, self.stages.losses
+        out = dict(self.finetune)
+        out.update(lr=d.lr, batchnorm=d.batchnorm, schedule=d.schedule, steps_done=self.stages.steps_done)
+        if self.env.lr is not None:
+            out["lr_rule"] = self.env.lr.rule
+        if losses:
+            out.update(loss_first=losses[0], loss_min=min(losses), loss_last=losses[-1])
+        return out
 
 
 def _figures(profile: dict[str, Any], accuracy: float, measured: dict[str, Measurement]) -> dict[str, Any]:

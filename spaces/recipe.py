@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import optuna
@@ -80,7 +80,7 @@ class RecipeSpace:
     """The spaces of all techniques; ``sample`` draws one Recipe from a trial.
 
     Example:
-        >>> space = RecipeSpace()
+        >>> space = RecipeSpace().resolved(1e-3)  # a rate of "auto" is derived per study (find_lr)
         >>> space.sample(optuna.trial.FixedTrial({
         ...     "pruning.ratio": 0.25, "quantization.weight_bits": 8, "quantization.activation_bits": 8,
         ...     "distillation.temperature": 2.0, "distillation.alpha": 0.5})).pruning.ratio
@@ -97,6 +97,10 @@ class RecipeSpace:
             quantization=self.quantization.sample(trial),
             distillation=self.distillation.sample(trial),
         )
+
+    def resolved(self, lr: float) -> RecipeSpace:
+        """This space with a distillation rate of ``"auto"`` replaced by the rate the study derived."""
+        return replace(self, distillation=self.distillation.resolved(lr))
 
     def identity(self) -> Recipe:
         return Recipe(self.pruning.identity(), self.quantization.identity(), self.distillation.identity())
@@ -171,6 +175,11 @@ class Compression:
     @property
     def steps_done(self) -> int:
         return 0 if self._distiller is None else self._distiller.done
+
+    @property
+    def losses(self) -> list[float]:
+        """The training loss of each fine-tuning step taken so far."""
+        return [] if self._distiller is None else list(self._distiller.losses)
 
     def snapshot(self) -> tuple[nn.Module, Deployable]:
         """The student as it stands, baked (a copy), and its deployable form; the student is untouched.

@@ -19,6 +19,7 @@ trial's, and its size exactly, or the export fails.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -75,13 +76,24 @@ class Rebuilt:
     teacher_sha256: str
 
 
-def rebuild(spec: Spec, recipe: dict[str, Any], seed: int | None, *, task: Task | None = None) -> Rebuilt:
-    """Re-apply ``recipe`` with ``seed`` to the spec's task (or ``task``) and measure the exact figures."""
+def rebuild(
+    spec: Spec, recipe: dict[str, Any], seed: int | None, *, task: Task | None = None, kept: str = "finetuned"
+) -> Rebuilt:
+    """Re-apply ``recipe`` with ``seed`` to the spec's task (or ``task``) and measure the exact figures.
+
+    ``kept="zero_shot"``: the trial kept its weights from before fine-tuning (``finetune.kept``), so
+    the model is rebuilt without fine-tuning. A recipe written before training batches were held back
+    from fine-tuning (distillation config version 1) is re-applied on all of them, as it was then.
+    """
     task = task or load_task(spec.task.name, spec.task.kwargs)
+    parsed = Recipe.from_dict(recipe)
+    if kept == "zero_shot":
+        parsed = dataclasses.replace(parsed, distillation=dataclasses.replace(parsed.distillation, steps=0))
+    hold_back = (recipe.get("distillation") or {}).get("version", 1) >= 2
     with torch_threads(spec.target.threads):  # as the trial ran: the fine-tuned weights depend on it
-        shared = shared_inputs(task, spec.target.batch_size)
+        shared = shared_inputs(task, spec.target.batch_size, hold_back=hold_back)
         ctx = ApplyContext(shared.example_inputs, shared.train, shared.teacher_logits, seed)
-        compressed = compress(Recipe.from_dict(recipe), task.model, ctx, deploy=False)  # export needs no timing
+        compressed = compress(parsed, task.model, ctx, deploy=False)  # export needs no timing
         prof = profile(compressed.scored, shared.example_inputs, compressed.weight_bits, compressed.activation_bits)
         figures = {"accuracy": evaluate(compressed.scored, task.val, task.metric), **prof.figures()}
     return Rebuilt(task, compressed, shared.example_inputs, figures, weights_sha256(task.model))
@@ -177,6 +189,7 @@ def build_config(study: optuna.Study, entry: FrontEntry, rule: str, weights: Wei
         "constraints": dict(entry.trial.constraints),
         "deployable_form": attrs.get(record.DEPLOYABLE_FORM),
         "figures": attrs.get(record.FIGURES, {}),
+        "finetune": attrs.get(record.FINETUNE, {}),
         "provenance": attrs.get(record.PROVENANCE, {}),
         "spec": spec.to_dict(),
         "versions": versions(),
@@ -219,7 +232,8 @@ def export_bundle(
         if with_model:
             if config["recipe"] is None:
                 raise ExportError(f"trial {entry.trial.number} has no recipe stored; it cannot be rebuilt.")
-            rebuilt = rebuild(study_spec(study), config["recipe"], config["seed"])
+            kept = (config.get("finetune") or {}).get("kept", "finetuned")
+            rebuilt = rebuild(study_spec(study), config["recipe"], config["seed"], kept=kept)
             config["rebuilt"] = compare(config, rebuilt)
             bad = [r for r in config["rebuilt"] if not r["ok"]]
             if bad:
@@ -267,5 +281,6 @@ def apply_config(config: dict[str, Any], *, task_name: str | None = None) -> tup
         data = spec.to_dict()
         data["task"] = {"name": task_name}
         spec = parse_spec(data, f"--task {task_name}")
-    rebuilt = rebuild(spec, config["recipe"], config.get("seed"))
+    kept = (config.get("finetune") or {}).get("kept", "finetuned")
+    rebuilt = rebuild(spec, config["recipe"], config.get("seed"), kept=kept)
     return rebuilt, compare(config, rebuilt)

@@ -38,6 +38,7 @@ DEPLOYABLE = "deployable"  # {"key", "latency_ms", "latency_from"}: the deployab
 DUPLICATE_OF = "duplicate_of"  # number of the trial whose result this one reuses (same recipe), else absent
 ERROR = "error"  # why a FAILED trial failed (one line)
 SEED = "seed"  # the seed the recipe was applied with: the same seed reproduces the model
+FINETUNE = "finetune"  # how fine-tuning went: rate and rule, loss, zero-shot figures, weights kept and why
 WORKER = "worker"  # "host:pid" of the worker process that ran the trial ([search] workers)
 
 TRIAL_KEYS = (
@@ -54,6 +55,7 @@ TRIAL_KEYS = (
     STOP_REASON,
     RUNGS,
     RUNG_POINT,
+    FINETUNE,
     HYPERVOLUME,
     DUPLICATE_OF,
     ERROR,
@@ -68,7 +70,9 @@ STUDY_SPEC = "spec"  # the validated spec as JSON (Spec.to_dict())
 STUDY_TASK = "task"  # {"name", "teacher_sha256", "info"}: the task as built for this study
 STUDY_SAMPLER = "sampler"  # {"name", "reason"}: the sampler the study runs with (what "auto" chose, and why)
 
-STUDY_KEYS = (STUDY_FORMAT_KEY, STUDY_SPEC, STUDY_TASK, STUDY_SAMPLER)
+STUDY_LR = "lr"  # {"lr", "divergence_lr", "rule", "curve"}: the fine-tuning rate derived for lr = "auto" (find_lr)
+
+STUDY_KEYS = (STUDY_FORMAT_KEY, STUDY_SPEC, STUDY_TASK, STUDY_SAMPLER, STUDY_LR)
 
 # ----- older studies (format tradeoff.study/1) named the deployable form three ways; read them as today
 LEGACY_KEYS = {"executed_as": DEPLOYABLE_FORM, "executable": DEPLOYABLE}
@@ -164,6 +168,7 @@ class TrialRecord:
     stopped: bool = False
     rungs: tuple[Mapping[str, Any], ...] | list[Mapping[str, Any]] = ()
     seed: int | None = None
+    finetune: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         try:
@@ -191,6 +196,7 @@ class TrialRecord:
             SCREENED: self.screened,
             STOPPED: self.stopped,
             RUNGS: [dict(r) for r in self.rungs],
+            FINETUNE: dict(self.finetune),
         }
 
     def write(self, trial: optuna.Trial | optuna.trial.FrozenTrial) -> None:
@@ -222,6 +228,7 @@ class TrialRecord:
             stopped=bool(a.get(STOPPED, False)),
             rungs=tuple(a.get(RUNGS, ())),
             seed=a.get(SEED),
+            finetune=a.get(FINETUNE, {}),
         )
 
 

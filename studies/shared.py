@@ -1,5 +1,9 @@
 """What every trial of a task shares: the training batches, the teacher's outputs on them, inputs.
 
+The task's training batches are split once: the last few are *held back* from fine-tuning
+(:func:`held_back`), so that a trial can tell whether fine-tuning made its model better or worse on
+data that neither fine-tuning nor the reported accuracy (always the whole validation set) uses.
+
 Built once per process and task (:func:`shared_inputs`); the teacher's outputs are also cached on
 disk, so later studies and processes read them back instead of running the teacher.
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,10 @@ from tradeoff.spaces import cache_teacher_outputs, materialise
 
 from .tasks import Batch, Task
 from .teachers import batches_sha256, cache_dir, weights_sha256
+
+HELD_BACK_FRACTION = 0.1  # a tenth of the training samples: enough to judge a trial, little taken from tuning
+HELD_BACK_MAX_SAMPLES = 1000  # more adds time to every trial, not certainty (1 sample in 1000 is 0.1 point)
+MIN_TUNING_BATCHES = 3  # with fewer batches than this nothing is held back: tuning needs them all
 
 
 def at_batch_size(example_inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:
@@ -43,9 +51,10 @@ class SharedInputs:
     """What every compression of a task shares: built once per process, reused by every trial."""
 
     example_inputs: tuple[torch.Tensor, ...]  # at the target batch size
-    train: list[Batch]  # one materialised pass over task.train, same order for every trial
+    train: list[Batch]  # the batches fine-tuning and calibration use: one materialised pass, same order every trial
     teacher_logits: list[torch.Tensor]  # the teacher's outputs on each of those batches
     teacher_cache: str = "computed"  # "computed" (the teacher ran, result stored) or "disk" (read back)
+    held_back: list[Batch] = field(default_factory=list)  # the last training batches, never tuned on (held_back())
 
 
 def _head(inputs: Any, n: int) -> Any:
@@ -75,6 +84,29 @@ def val_subset(val: Iterable[Batch], samples: int) -> list[Batch]:
     return out
 
 
+def held_back(train: list[Batch]) -> int:
+    """How many of the last training batches are held back from fine-tuning.
+
+    The fewest last batches that hold :data:`HELD_BACK_FRACTION` of the samples, at most
+    :data:`HELD_BACK_MAX_SAMPLES`'s worth; none with fewer than :data:`MIN_TUNING_BATCHES` batches.
+
+    Example:
+        >>> held_back([(torch.zeros(64, 1), torch.zeros(64))] * 23)  # a tenth is 147 samples: the last 3 batches
+        3
+        >>> held_back([(torch.zeros(8, 1), torch.zeros(8))] * 2)
+        0
+    """
+    if len(train) < MIN_TUNING_BATCHES:
+        return 0
+    sizes = [len(targets) for _, targets in train]
+    want = min(HELD_BACK_FRACTION * sum(sizes), HELD_BACK_MAX_SAMPLES)
+    n, got = 0, 0
+    while got < want and n < len(train) - MIN_TUNING_BATCHES + 1:
+        n += 1
+        got += sizes[-n]
+    return n
+
+
 def teacher_outputs_path(task: Task, train: list[Batch]) -> Path:
     """Where the teacher's outputs on ``train`` are cached: keyed by task, teacher weights and data.
 
@@ -91,12 +123,15 @@ def teacher_outputs_path(task: Task, train: list[Batch]) -> Path:
     return cache_dir() / "teacher-outputs" / f"{safe}-{key}.pt"
 
 
-def shared_inputs(task: Task, batch_size: int) -> SharedInputs:
+def shared_inputs(task: Task, batch_size: int, *, hold_back: bool = True) -> SharedInputs:
     """Materialise the training batches and the teacher's outputs on them, cached on disk.
 
     The teacher runs once per task, teacher weights and training data: later studies and
     processes (``export``, ``apply``, other workers on the same host) read its outputs back from
     ``<cache dir>/teacher-outputs/``, so no trial runs the teacher.
+
+    With ``hold_back`` the last batches (:func:`held_back`) are kept apart in ``held_back``: they
+    are neither fine-tuned nor calibrated on.
 
     Example:
         >>> import tempfile
@@ -109,8 +144,17 @@ def shared_inputs(task: Task, batch_size: int) -> SharedInputs:
         >>> first.teacher_cache, again.teacher_cache, first.example_inputs[0].shape
         ('computed', 'disk', torch.Size([8, 2]))
     """
-    train = materialise(task.train)
-    example = at_batch_size(task.example_inputs, batch_size)
+    full = materialise(task.train)
+    shared = _with_teacher_outputs(task, full, at_batch_size(task.example_inputs, batch_size))
+    n = held_back(full) if hold_back else 0
+    if n:
+        shared.held_back = shared.train[-n:]
+        shared.train, shared.teacher_logits = shared.train[:-n], shared.teacher_logits[:-n]
+    return shared
+
+
+def _with_teacher_outputs(task: Task, train: list[Batch], example: tuple[torch.Tensor, ...]) -> SharedInputs:
+    """The teacher's outputs on all of ``train``, read from the disk cache or computed and cached."""
     path = teacher_outputs_path(task, train)
     if path.exists():
         try:

@@ -21,9 +21,12 @@ from tradeoff.objectives import COMPLEXITY_FIGURES, ENERGY_SOURCES, Constraints,
 from tradeoff.spaces import (
     ACTIVATION_BITS,
     BACKENDS,
+    BATCHNORMS,
     FLOAT16_KINDS,
     IMPORTANCES,
     KINDS,
+    LR_AUTO,
+    SCHEDULES,
     SCOPES,
     WEIGHT_BITS,
     DistillationSpace,
@@ -40,6 +43,7 @@ from .tasks import TaskError, check_task_arguments
 Ratio = Annotated[float, Strict(), Field(ge=0.0, lt=1.0)]
 Temperature = Annotated[float, Strict(), Field(gt=0)]
 Alpha = Annotated[float, Strict(), Field(ge=0, le=1)]
+Rate = Annotated[float, Strict(), Field(gt=0, le=1)]  # a learning rate above 1 is a typo, not a choice
 # TOML has arrays, not tuples: a [low, high] pair is a list of two (strict elements, lax container)
 Pair = Field(strict=False)
 WeightBits = Literal[WEIGHT_BITS]  # type: ignore[valid-type]
@@ -120,7 +124,11 @@ class DistillationSection(_Strict):
     temperature: Annotated[tuple[Temperature, Temperature], Pair] = _DISTILLATION.temperature
     alpha: Annotated[tuple[Alpha, Alpha], Pair] = _DISTILLATION.alpha
     steps: int = Field(default=_DISTILLATION.steps, ge=0)
-    lr: float = Field(default=_DISTILLATION.lr, gt=0)
+    # "auto": derived once per study by a learning-rate range test on the teacher (tradeoff.spaces.find_lr);
+    # a number fixes it; [low, high] makes it a knob, sampled log-uniformly
+    lr: Literal[LR_AUTO] | Rate | Annotated[tuple[Rate, Rate], Pair] = _DISTILLATION.lr  # type: ignore[valid-type]
+    batchnorm: Literal[BATCHNORMS] = _DISTILLATION.batchnorm  # type: ignore[valid-type]
+    schedule: Literal[SCHEDULES] = _DISTILLATION.schedule  # type: ignore[valid-type]
 
 
 class SpaceSection(_Strict):
@@ -158,6 +166,7 @@ class SpaceSection(_Strict):
             ("space.pruning.ratio", self.pruning.ratio),
             ("space.distillation.temperature", self.distillation.temperature),
             ("space.distillation.alpha", self.distillation.alpha),
+            *([("space.distillation.lr", self.distillation.lr)] if isinstance(self.distillation.lr, tuple) else []),
         ):
             if lo > hi:
                 raise ValueError(f"{path} must be [low, high] with low <= high, got {[lo, hi]}")
@@ -237,6 +246,9 @@ class SearchSection(_Strict):
     # an executable already timed (same layer shapes, same precision per layer, same kernels: latency does
     # not depend on weight values, T or alpha) reuses that latency instead of timing it again (~3 s a trial)
     reuse_latency: bool = True
+    # a trial whose fine-tuning ends below the accuracy it had before fine-tuning, on training batches held back
+    # from fine-tuning (studies/shared.py), keeps the weights from before: fine-tuning must never make it worse
+    keep_better: bool = True
     # configs tried first, right after the baseline: "auto" (int8, and int8 weights with fp32 activations,
     # at a few pruning ratios, where the space holds them), [] for none, or a list of tables of knob values
     warm_start: Any = "auto"
@@ -354,6 +366,8 @@ class Spec(_Strict):
                 alpha=s.distillation.alpha,
                 steps=s.distillation.steps,
                 lr=s.distillation.lr,
+                batchnorm=s.distillation.batchnorm,
+                schedule=s.distillation.schedule,
             ),
         )
 

@@ -97,3 +97,35 @@ def test_the_executable_key_follows_what_runs_and_nothing_else() -> None:
     assert key(a, "int8+fp32", {"0": 8}, 8, "inductor") != key(a, "int8+fp32", {"2": 8}, 8, "inductor")
     assert key(a, "int8", {"0": 8, "2": 8}, 8, "inductor") != key(a, "int8", {"0": 8, "2": 8}, 8, "fx")
     assert key(a) != key(a, inputs=(torch.randn(4, 4),))  # another batch size
+
+
+def test_every_candidate_records_its_accuracy_before_fine_tuning(env: TrialEnv) -> None:
+    recipe = Recipe(pruning=PruningConfig(ratio=0.5), distillation=DistillationConfig(steps=40))
+    rec = evaluate_recipe(recipe, env, seed=1)
+    ft = rec.finetune
+    assert 0 < rec.figures["zero_shot_accuracy"] == ft["zero_shot"] < rec.values["accuracy"]  # half pruned: recovers
+    assert ft["kept"] == "finetuned" and ft["steps_done"] == 40 and ft["held_back_samples"] > 0
+    assert ft["held_back_finetuned"] >= ft["held_back_zero_shot"]
+    assert ft["lr"] == 1e-3 and ft["loss_last"] < ft["loss_first"]
+    assert len(env.train) + len(env.held_back) == 23  # digits: 1,437 images in batches of 64, the last 3 held back
+
+
+def test_fine_tuning_that_makes_a_trial_worse_is_undone_and_explained(env: TrialEnv) -> None:
+    """A rate far too high wrecks a lightly compressed network: the trial keeps its weights from before."""
+    recipe = Recipe(
+        quantization=QuantizationConfig(weight_bits=8), distillation=DistillationConfig(steps=20, lr=0.5)
+    )
+    rec = evaluate_recipe(recipe, env, seed=1)
+    ft = rec.finetune
+    assert ft["kept"] == "zero_shot" and ft["held_back_finetuned"] < ft["held_back_zero_shot"]
+    assert rec.values["accuracy"] == rec.figures["zero_shot_accuracy"] >= env.baseline["accuracy"] - 0.01
+    assert "learning rate 0.5 too high" in ft["explanation"] and "kept the weights from before" in ft["why_kept"]
+
+
+def test_without_keep_better_a_worse_fine_tune_stands(digits_task) -> None:
+    spec = parse_spec({"study": {"name": "t"}, "task": {"name": "digits"}, "search": {"keep_better": False}})
+    env = TrialEnv.prepare(spec, digits_task)
+    env = with_baseline(env, evaluate_recipe(Recipe(), env, seed=0))
+    recipe = Recipe(quantization=QuantizationConfig(weight_bits=8), distillation=DistillationConfig(steps=20, lr=0.5))
+    rec = evaluate_recipe(recipe, env, seed=1)
+    assert rec.finetune["kept"] == "finetuned" and rec.values["accuracy"] < rec.figures["zero_shot_accuracy"] - 0.02

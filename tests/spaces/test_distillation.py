@@ -62,3 +62,78 @@ def test_soft_loss_needs_cached_teacher_outputs(tiny_cnn, tiny_batches) -> None:
 def test_bad_values_are_rejected(kwargs) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         DistillationConfig(**kwargs)
+
+
+# ----- fine-tuning options for networks trained elsewhere (issue 26)
+
+
+def test_warmup_cosine_rises_then_decays_to_zero_and_constant_stays() -> None:
+    cfg = DistillationConfig(steps=200, lr=1e-3, schedule="warmup_cosine")
+    rates = [cfg.lr_at(s) for s in range(200)]
+    assert rates[0] == pytest.approx(1e-3 / 20) and max(rates) == pytest.approx(1e-3)
+    assert rates.index(max(rates)) == 19  # warm-up: the first 10 % of the steps
+    assert all(b <= a for a, b in zip(rates[19:], rates[20:], strict=False)) and rates[-1] < 1e-6
+    assert {DistillationConfig(steps=200, lr=1e-3, schedule="constant").lr_at(s) for s in range(200)} == {1e-3}
+
+
+def test_a_version_1_recipe_reads_back_with_the_behaviour_it_had() -> None:
+    old = {"version": 1, "temperature": 4.0, "alpha": 0.5, "steps": 200, "lr": 0.001}
+    cfg = DistillationConfig.from_dict(old)
+    assert (cfg.batchnorm, cfg.schedule) == ("train", "constant")
+    new = DistillationConfig(batchnorm="frozen", schedule="warmup_cosine")
+    assert DistillationConfig.from_dict(new.to_dict()) == new and new.to_dict()["version"] == 2
+
+
+@pytest.mark.parametrize("batchnorm", ["frozen", "train"])
+def test_frozen_batchnorm_keeps_its_statistics_while_the_weights_tune(tiny_cnn, tiny_batches, batchnorm) -> None:
+    from tradeoff.spaces import Distiller
+
+    bn = tiny_cnn.features[1]
+    before = (bn.running_mean.clone(), bn.running_var.clone(), tiny_cnn.head.weight.detach().clone())
+    cfg = DistillationConfig(alpha=0.0, steps=5, batchnorm=batchnorm)
+    ctx = ApplyContext((tiny_batches[0][0][:1],), train=[(x + 3.0, y) for x, y in tiny_batches], seed=0)
+    Distiller(cfg, tiny_cnn, ctx).run_to(5)
+    kept = torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+    assert kept == (batchnorm == "frozen")
+    assert not torch.equal(tiny_cnn.head.weight, before[2])  # the weights tuned either way
+
+
+def test_the_distiller_records_the_loss_of_every_step(tiny_cnn, tiny_batches) -> None:
+    from tradeoff.spaces import Distiller
+
+    d = Distiller(DistillationConfig(alpha=0.0, steps=7), tiny_cnn, ApplyContext((), train=tiny_batches, seed=0))
+    d.run_to(3)
+    d.run_to(7)
+    assert len(d.losses) == 7 and all(v > 0 for v in d.losses)
+
+
+def test_find_lr_stops_where_steps_start_to_damage_the_network_and_leaves_it_untouched(tiny_batches) -> None:
+    from tradeoff.spaces import find_lr
+    from tradeoff.spaces.distillation import RANGE_HIGH, RANGE_KL_LIMIT, RANGE_LOW, RANGE_SAFETY
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    logits = cache_teacher_outputs(net, tiny_batches)
+    before = [p.detach().clone() for p in net.parameters()]
+    found = find_lr(net, tiny_batches, logits)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))  # a copy took the steps
+    assert found.divergence_lr is not None and found.divergence[-1] > RANGE_KL_LIMIT  # it found where damage begins
+    assert all(d <= RANGE_KL_LIMIT for d in found.divergence[:-1])  # and stopped there
+    assert found.lr == pytest.approx(found.divergence_lr / RANGE_SAFETY) and RANGE_LOW <= found.lr <= RANGE_HIGH
+    assert found.as_json()["curve"][0][0] == pytest.approx(RANGE_LOW)
+
+
+def test_a_space_with_lr_auto_must_be_resolved_before_sampling_and_a_range_is_a_knob() -> None:
+    import optuna
+
+    from tradeoff.spaces import DistillationSpace
+
+    fixed = {"distillation.temperature": 2.0, "distillation.alpha": 0.5}
+    with pytest.raises(ValueError, match="derived once per study"):
+        DistillationSpace(lr="auto").sample(optuna.trial.FixedTrial(fixed))
+    assert DistillationSpace(lr="auto").resolved(2e-4).sample(optuna.trial.FixedTrial(fixed)).lr == 2e-4
+    assert "distillation.lr" not in DistillationSpace(lr="auto").distributions()
+    knob = DistillationSpace(lr=(1e-5, 1e-2))
+    dist = knob.distributions()["distillation.lr"]
+    assert dist.log and (dist.low, dist.high) == (1e-5, 1e-2)
+    assert knob.sample(optuna.trial.FixedTrial({**fixed, "distillation.lr": 0.000123456})).lr == 0.00012
