@@ -17,21 +17,23 @@ own fp32 predictions on clean held-out images):
   data, labels).
 
 Recipes: int8 weights with fp32 activations; int8 weights and activations; 10 % of the channels
-pruned (fp32); 50 % pruned with int8 weights. Each runs through the real trial pipeline
+pruned (fp32); 50 % pruned with int8 weights; 75 % pruned (fp32). Each runs through the real trial pipeline
 (``evaluate_recipe``: compress, measure, fine-tune, finish), seeded, at T = 4, alpha = 0.5, with
 
 * the OLD defaults: ``[space.distillation] lr = 0.001, batchnorm = "train", schedule = "constant"``
   and ``[search] keep_better = false``;
 * the NEW defaults: ``lr = "auto"`` (derived once per network by the range test),
-  ``batchnorm = "frozen"``, ``schedule = "warmup_cosine"``, ``keep_better = true``; spelled out, so
-  that the comparison stays what it says whatever the spec's defaults are at the time (the table's
-  footer prints them),
+  ``batchnorm = "auto"``, ``schedule = "auto"`` (each student near the teacher gets frozen
+  BatchNorm, the derived rate and warm-up + cosine; a student far from it gets BatchNorm updated,
+  ``recovery_lr`` = 0.001 and one rate), ``keep_better = true``; spelled out, so that the comparison
+  stays what it says whatever the spec's defaults are at the time (the footer prints them),
 
 for 20 and 200 steps. Reported: the teacher's score, the compressed model's zero-shot score (no
-fine-tuning), the final score under each, and whether the NEW run kept its fine-tuned weights
-(``ft``) or its weights from before fine-tuning (``zs``: fine-tuning made them worse on held-back
-training batches). Under both defaults the last ~10 % of the training batches are held back (as a
-study does today), so old and new fine-tune on the same batches.
+fine-tuning), the final score under each, the NEW run's regime (``near``/``far``) and whether it
+kept its fine-tuned weights (``ft``) or its weights from before fine-tuning (``zs``: fine-tuning made
+them worse on the selection slice). Both split the data alike (``select_on = "validation"``, the
+default): every training batch is tuned on, the first fifth of the validation samples (at most
+``rung_val_size``) judges fine-tuning, and every score here is on the rest.
 
 The deployable form is built eagerly by default (``--backend eager``: no ``torch.compile``), since
 accuracy is the scored (fake-quantized) model's whatever form it executes as; latency is still
@@ -77,16 +79,17 @@ RECIPES: dict[str, tuple[PruningConfig, QuantizationConfig]] = {
     "int8 w+a": (PruningConfig(ratio=0.0), QuantizationConfig(weight_bits=8, activation_bits=8)),
     "prune 10%": (PruningConfig(ratio=0.1), QuantizationConfig()),
     "prune 50% + int8 w": (PruningConfig(ratio=0.5), QuantizationConfig(weight_bits=8, activation_bits=32)),
+    "prune 75%": (PruningConfig(ratio=0.75), QuantizationConfig()),
 }
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {  # each set of defaults, spelled out in the spec's sections
     "old": {
         "distillation": {"lr": 0.001, "batchnorm": "train", "schedule": "constant"},
-        "search": {"keep_better": False},
+        "search": {"keep_better": False, "select_on": "validation"},
     },
     # spelled out too, not left to the spec: the comparison must not move when the spec's defaults do
     "new": {
-        "distillation": {"lr": "auto", "batchnorm": "frozen", "schedule": "warmup_cosine"},
-        "search": {"keep_better": True},
+        "distillation": {"lr": "auto", "batchnorm": "auto", "schedule": "auto", "recovery_lr": 0.001},
+        "search": {"keep_better": True, "select_on": "validation"},
     },
 }
 STEPS = (20, 200)  # a short fine-tune (where the damage of issue 26 showed) and the default length
@@ -142,7 +145,7 @@ def run_network(name: str, steps: tuple[int, ...], backend: str) -> dict[str, An
         base = evaluate_recipe(space.identity(), env, seed=SEED)  # trial 0: the teacher as it is
         env = with_baseline(env, base)
         out[f"baseline_{defaults}"] = base.values["accuracy"]
-        out["held_back_batches"] = len(env.held_back)
+        out["selection_samples"] = sum(len(t) for _, t in env.selection)
         d = space.distillation
         for recipe_name, (pruning, quantization) in RECIPES.items():
             row = out["rows"][recipe_name]
@@ -154,6 +157,7 @@ def run_network(name: str, steps: tuple[int, ...], backend: str) -> dict[str, An
                     lr=float(d.lr),
                     batchnorm=d.batchnorm,
                     schedule=d.schedule,
+                    recovery_lr=d.recovery_lr,
                 )
                 t1 = time.perf_counter()
                 rec = evaluate_recipe(Recipe(pruning, quantization, distillation), env, seed=SEED, screen=False)
@@ -163,8 +167,12 @@ def run_network(name: str, steps: tuple[int, ...], backend: str) -> dict[str, An
                     "zero_shot": rec.figures.get("zero_shot_accuracy"),
                     "kept": ft.get("kept"),
                     "lr": ft.get("lr"),
-                    "held_back_zero_shot": ft.get("held_back_zero_shot"),
-                    "held_back_finetuned": ft.get("held_back_finetuned"),
+                    "selection_zero_shot": ft.get("selection_zero_shot"),
+                    "selection_finetuned": ft.get("selection_finetuned"),
+                    "regime": ft.get("regime"),
+                    "agreement": ft.get("agreement"),
+                    "batchnorm": ft.get("batchnorm"),
+                    "schedule": ft.get("schedule"),
                     "explanation": ft.get("explanation"),
                     "loss_first": ft.get("loss_first"),
                     "loss_last": ft.get("loss_last"),
@@ -173,7 +181,8 @@ def run_network(name: str, steps: tuple[int, ...], backend: str) -> dict[str, An
                 row.setdefault("zero_shot", rec.figures.get("zero_shot_accuracy"))
                 log(
                     f"{name} | {recipe_name} | {defaults} {n} steps: {rec.values['accuracy']:.4f} "
-                    f"(zero-shot {rec.figures.get('zero_shot_accuracy')}, kept {ft.get('kept')}, "
+                    f"(zero-shot {rec.figures.get('zero_shot_accuracy')}, kept {ft.get('kept')}, {ft.get('regime')} "
+                    f"{ft.get('batchnorm')} {ft.get('schedule')} lr {ft.get('lr')}, "
                     f"{time.perf_counter() - t1:.1f} s)"
                 )
     out["seconds"] = round(time.perf_counter() - start, 1)
@@ -187,17 +196,17 @@ def pct(value: float | None) -> str:
 def table(results: list[dict[str, Any]], steps: tuple[int, ...]) -> str:
     """The evidence table: one line per network and recipe, scores in %."""
     head = ["network", "recipe", "teacher", "zero-shot"]
-    head += [f"{d} after {n}" for d in DEFAULTS for n in steps] + ["kept (new)"]
+    head += [f"{d} after {n}" for d in DEFAULTS for n in steps] + ["regime, kept (new)"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 3) + "---|"]
     for net in results:
         for recipe, row in net["rows"].items():
             cells = [net["network"], recipe, pct(net.get("baseline_new")), pct(row.get("zero_shot"))]
             cells += [pct(row.get(f"{d}_{n}", {}).get("accuracy")) for d in DEFAULTS for n in steps]
-            cells.append(
-                " / ".join(
-                    f"{n}: {'zs' if row.get(f'new_{n}', {}).get('kept') == 'zero_shot' else 'ft'}" for n in steps
-                )
-            )
+            new = [row.get(f"new_{n}", {}) for n in steps]
+            regime = next((r["regime"] for r in new if r.get("regime")), "-")
+            agreement = next((r["agreement"] for r in new if r.get("agreement") is not None), None)
+            kept = " / ".join("zs" if r.get("kept") == "zero_shot" else "ft" for r in new)
+            cells.append(f"{regime} ({pct(agreement)}), {kept}")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -225,11 +234,11 @@ def main() -> None:
         lr = net.get("lr_auto", {})
         print(
             f"- {net['network']}: {net['params']:,} parameters, teacher {net['teacher']}, "
-            f"{net['train_batches']} training batches ({net['held_back_batches']} held back), "
+            f"{net['train_batches']} training batches, {net['selection_samples']} validation samples select, "
             f"lr auto {lr.get('lr', float('nan')):.3g} ({lr.get('rule', '')}), {net['seconds']} s"
         )
     d = parse_spec({"study": {"name": "b"}, "task": {"name": "digits"}}).space.distillation
-    spec_defaults = {"lr": d.lr, "batchnorm": d.batchnorm, "schedule": d.schedule}
+    spec_defaults = {"lr": d.lr, "batchnorm": d.batchnorm, "schedule": d.schedule, "recovery_lr": d.recovery_lr}
     print(f"- the spec's fine-tuning defaults in this checkout: {spec_defaults}")
     meta = {
         "spec_defaults": spec_defaults,

@@ -295,7 +295,7 @@ def user_measure(
     """The four objectives, measured as tradeoff measures them, and the constraint values (<= 0: met)."""
     ctx = EvalContext(
         example_inputs=env.example_inputs,
-        val=env.task.val,
+        val=env.val if env.val is not None else env.task.val,
         metric=env.task.metric,
         weight_bits=recipe.quantization.weight_bits_by_layer(scored),
         activation_bits=recipe.quantization.activation_bits,

@@ -42,7 +42,7 @@ def evaluate(model: nn.Module, val: Iterable[Batch], metric: Metric = top1) -> f
 
 
 class Accuracy(Objective):
-    """The task metric on the whole validation set, computed on the model as scored.
+    """The task metric on the validation data it is given (``ctx.val``), computed on the model as scored.
 
     The scored model carries the chosen weight and activation widths (fake-quantized), so the
     accuracy is that of the compressed model at those widths, whatever form later executes.
@@ -54,8 +54,10 @@ class Accuracy(Objective):
 
     def measure(self, model: nn.Module, ctx: EvalContext) -> Measurement:
         value = evaluate(model, ctx.val, ctx.metric)
-        n = sum(len(t) for _, t in ctx.val) if isinstance(ctx.val, (list, tuple)) else None
+        n = sum(len(t) for _, t in ctx.val) if isinstance(ctx.val, (list, tuple)) else getattr(ctx.val, "samples", None)
         details = {"metric": getattr(ctx.metric, "__name__", type(ctx.metric).__name__)}
         if n is not None:
             details["samples"] = n
+        if getattr(ctx.val, "skip", None):  # the validation set less its first samples (the selection slice)
+            details["skipped_first"] = ctx.val.skip
         return Measurement(value, self.unit, "measured", "task metric on the validation set", details)

@@ -156,8 +156,22 @@ def print_front(study: optuna.Study, entries: list[FrontEntry], knee: int) -> No
     complexity = objective_names_of(study)[1]
     table = _table(
         f"Pareto front of {study.study_name}: {len(entries)} feasible trials, lowest cost first",
-        "* knee point · b baseline · prune = channel ratio removed · wb/ab = weight/activation bits",
-        *("trial", "prune", "wb", "ab", "T", "alpha", "accuracy", complexity_header(complexity), "ms", "mJ", "cost"),
+        "* knee point · b baseline · prune = channel ratio removed · wb/ab = weight/activation bits · tuned = "
+        "fine-tuning regime (near/far from the teacher)",
+        *(
+            "trial",
+            "prune",
+            "wb",
+            "ab",
+            "T",
+            "alpha",
+            "tuned",
+            "accuracy",
+            complexity_header(complexity),
+            "ms",
+            "mJ",
+            "cost",
+        ),
         collapse_padding=True,
     )
     for e in entries:
@@ -172,6 +186,7 @@ def print_front(study: optuna.Study, entries: list[FrontEntry], knee: int) -> No
             str(q.get("activation_bits", 32)),
             f"{d['temperature']:.1f}" if distils else "-",
             f"{d['alpha']:.2f}" if distils else "-",
+            record.how_tuned(e.trial),
             f"{e.values['accuracy']:.4f}",
             fmt_complexity(complexity, e.values[complexity]),
             f"{e.values['latency_ms']:.3f}",
@@ -182,10 +197,16 @@ def print_front(study: optuna.Study, entries: list[FrontEntry], knee: int) -> No
 
 
 def print_front_notes(hypervolume: float, entries: list[FrontEntry]) -> None:
-    """The lines under the front table: its hypervolume and how each objective was obtained."""
+    """The lines under the front table: its hypervolume, how each objective was obtained, and why a
+    trial's fine-tuning was undone or its accuracy fell (``finetune.why_kept``, ``finetune.explanation``)."""
+    for e in entries:
+        ft = record.finetune_of(e.trial)
+        for key in ("why_kept", "explanation"):
+            if ft.get(key):
+                out.print(f"#{e.trial.number}: {ft[key]}", style="dim", highlight=False)
     out.print(f"hypervolume {hypervolume:.4f} in the baseline-normalised space")
     out.print(
-        "accuracy measured on the validation set; complexity computed at the chosen bit-widths; latency measured "
+        "accuracy measured on the validation samples not kept apart for selection ([search] select_on); complexity computed at the chosen bit-widths; latency measured "
         "on the deployable form (see deployable_form), interleaved with the baseline; energy " + energy_note(entries),
         style="dim",
     )

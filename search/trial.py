@@ -23,12 +23,22 @@ from tradeoff.objectives import (
     default_objectives,
     describe_device,
 )
-from tradeoff.spaces import LR_AUTO, ApplyContext, Compression, LrFinding, Recipe, find_lr
-from tradeoff.studies import Task, TrialRecord, shared_inputs, val_subset
+from tradeoff.spaces import (
+    AUTO,
+    LR_AUTO,
+    NEAR_TEACHER,
+    ApplyContext,
+    Compression,
+    LrFinding,
+    Recipe,
+    cache_teacher_outputs,
+    find_lr,
+)
+from tradeoff.studies import Task, TrialRecord, shared_inputs
 from tradeoff.studies.spec import Spec
 
 from .deployable import LatencyLookup, deployable_key, reused_latency
-from .finetune import SHARP_DROP, KeepBetter, explain_drop
+from .finetune import SELECTION_WORDS, SHARP_DROP, KeepBetter, explain_drop, selection_divergence
 
 __all__ = ["LatencyLookup", "RungCallback", "TrialEnv", "deployable_key", "evaluate_recipe", "with_baseline"]
 
@@ -52,7 +62,10 @@ class TrialEnv:
     backend: str = "auto"  # how int8 executes (spec target.backend)
     rung_val: list[Any] = field(default_factory=list)  # fixed validation subset scored at fidelity rungs
     baseline: dict[str, float] | None = None
-    held_back: list[Any] = field(default_factory=list)  # training batches never tuned on: judge fine-tuning
+    val: Any = None  # what the reported accuracy is scored on (None: the task's whole validation set)
+    selection: list[Any] = field(default_factory=list)  # what judges fine-tuning, apart from val and from tuning
+    selection_logits: list[torch.Tensor] = field(default_factory=list)  # the teacher's outputs on it (ties)
+    select_on: str = ""  # "validation" (a slice of it) or "held_back" (training batches); "": no selection data
     keep_better: KeepBetter = field(default_factory=KeepBetter)  # [search] keep_better
     lr: LrFinding | None = None  # the study's derived fine-tuning rate, when the spec says lr = "auto"
 
@@ -62,7 +75,10 @@ class TrialEnv:
 
     @classmethod
     def prepare(cls, spec: Spec, task: Task) -> TrialEnv:
-        shared = shared_inputs(task, spec.target.batch_size)
+        search = spec.search
+        shared = shared_inputs(
+            task, spec.target.batch_size, select_on=search.select_on, select_size=search.rung_val_size
+        )
         return cls(
             task=task,
             example_inputs=shared.example_inputs,
@@ -73,9 +89,12 @@ class TrialEnv:
             device=spec.target.device,
             objectives=default_objectives(complexity=spec.objectives.complexity, energy_source=spec.target.energy),
             backend=spec.target.backend,
-            rung_val=val_subset(task.val, spec.search.rung_val_size),
-            held_back=shared.held_back,
-            keep_better=KeepBetter(enabled=spec.search.keep_better),
+            rung_val=shared.rung_val,
+            val=shared.val,
+            selection=shared.selection,
+            selection_logits=cache_teacher_outputs(task.model, shared.selection),
+            select_on=shared.select_on if shared.selection else "",
+            keep_better=KeepBetter(enabled=search.keep_better),
         )
 
     def with_lr(self, spec: Spec, stored: dict[str, Any] | None = None) -> TrialEnv:
@@ -87,7 +106,10 @@ class TrialEnv:
         if stored is not None:
             found = LrFinding(float(stored["lr"]), stored.get("divergence_lr"), rule=str(stored.get("rule", "")))
         else:
-            found = find_lr(self.task.model, self.train, self.teacher_logits, batchnorm=d.batchnorm, seed=spec.study.seed or 0)
+            near_mode = "frozen" if d.batchnorm == AUTO else d.batchnorm  # the rate is for students near the teacher
+            found = find_lr(
+                self.task.model, self.train, self.teacher_logits, batchnorm=near_mode, seed=spec.study.seed or 0
+            )
         return replace(self, lr=found)
 
 
@@ -136,7 +158,7 @@ def evaluate_recipe(
     accuracy (``screened``) -> distil, pausing at each of ``rungs`` (fractions of the steps) to score
     accuracy on ``env.rung_val`` and ask ``on_rung`` whether to stop (``stopped``: the record's
     accuracy is then that rung's, on the subset, and must not be told as a final value) -> bake,
-    then accuracy on the whole validation set, complexity and energy of the final model.
+    then accuracy on the reported validation data (``env.val``), complexity and energy of the final model.
 
     With ``latency_of``, a deployable form already timed in the study (same :func:`deployable_key`)
     is not timed again: its measurement is reused, labelled with the trial it came from, and the
@@ -169,7 +191,7 @@ class _Trial:
         self.rung_log: list[dict[str, Any]] = []
         self.measure_s = 0.0  # seconds spent measuring, added up phase by phase
         self.finetune: dict[str, Any] = {}  # how fine-tuning went: zero-shot figures, the weights kept, why
-        self.zero_shot: Measurement | None = None  # the snapshot's accuracy on the whole validation set
+        self.zero_shot: Measurement | None = None  # the snapshot's accuracy on the reported validation data
         # set by measure_deployable:
         self.ctx: EvalContext
         self.cheap_names: tuple[str, ...]
@@ -213,7 +235,7 @@ class _Trial:
         env = self.env
         start = time.perf_counter()
         self.cheap_names = tuple(n for n in env.names if n != "accuracy")
-        self.ctx = self.context(env.task.val)
+        self.ctx = self.context(env.task.val if env.val is None else env.val)
         key = deployable_key(
             self.snapshot,
             self.deployed,
@@ -244,15 +266,25 @@ class _Trial:
         return accuracy
 
     def measure_zero_shot(self) -> None:
-        """The compressed model's accuracy before fine-tuning: on the validation set, and on the held-back
-        training batches that judge whether fine-tuning helped (the baseline is not fine-tuned)."""
+        """The compressed model's accuracy before fine-tuning: on the reported validation data, and on the
+        selection data that judges whether fine-tuning helped (the baseline is not fine-tuned)."""
         if self.is_baseline:
             return
         self.zero_shot = self.score(self.snapshot, self.ctx)
         self.finetune["zero_shot"] = self.zero_shot.value
-        if self.recipe.distillation.steps > 0 and self.env.held_back:
-            self.finetune["held_back_samples"] = _subset_samples(self.env.held_back)
-            self.finetune["held_back_zero_shot"] = self.score(self.snapshot, self.context(self.env.held_back)).value
+        if self.recipe.distillation.steps > 0 and self.env.selection:
+            self.finetune["selection"] = self.env.select_on
+            self.finetune["selection_samples"] = _subset_samples(self.env.selection)
+            self.finetune["selection_zero_shot"] = self.score(self.snapshot, self.context(self.env.selection)).value
+            self.finetune["selection_zero_shot_kl"] = self.divergence(self.snapshot)
+
+    def divergence(self, model: nn.Module) -> float:
+        """KL(teacher || ``model``) on the selection data, in nats per sample: how near the teacher a model is,
+        finer than accuracy (which ties on a small slice); its time counted as measuring."""
+        t0 = time.perf_counter()
+        kl = selection_divergence(model, self.env.selection, self.env.selection_logits)
+        self.measure_s += time.perf_counter() - t0
+        return kl
 
     def screen(self) -> Measurement | None:
         """The zero-shot accuracy when a size/latency/energy constraint already fails (no fine-tuning can
@@ -283,43 +315,61 @@ class _Trial:
             entry = {"fraction": fraction, "steps": n, "samples": _subset_samples(env.rung_val), "accuracy": acc.value}
             if acc.value < floor - SHARP_DROP:
                 entry["explanation"] = explain_drop(
-                    self.stages.losses, self.recipe.distillation.lr, before=floor, after=acc.value, where=f"rung {fraction:g}"
+                    self.stages.losses,
+                    self.stages.tuning[0].lr,
+                    before=floor,
+                    after=acc.value,
+                    where=f"rung {fraction:g}",
                 )
                 self.finetune.setdefault("explanation", entry["explanation"])
             self.rung_log.append(entry)
-            best = max(acc.value, floor) if env.keep_better.enabled and env.held_back else acc.value
+            best = max(acc.value, floor) if env.keep_better.enabled and env.selection else acc.value
             point = {**self.cheap, "accuracy": best}
             if on_rung(fraction, n, {name: point[name] for name in env.names}):
                 return replace(acc, value=best) if best != acc.value else acc
         return None
 
     def finish(self) -> tuple[nn.Module, Measurement]:
-        """Distil the remaining steps and bake: the final model and its accuracy on the whole validation set.
+        """Distil the remaining steps and bake: the final model and its accuracy on the reported validation data.
 
-        With ``[search] keep_better``, when fine-tuning ended below the zero-shot accuracy on the held-back
-        batches, the final model is the snapshot from before fine-tuning (its validation accuracy is
+        With ``[search] keep_better``, when fine-tuning ended no higher than the zero-shot accuracy on the selection
+        data (``[search] select_on``), the final model is the snapshot from before fine-tuning (its validation accuracy is
         already measured); a sharp fall is explained from the steps' losses (:func:`explain_drop`)."""
         scored = self.stages.finish()
         if self.is_baseline or self.recipe.distillation.steps == 0 or self.zero_shot is None:
             return scored, self.score(scored, self.ctx)
         ft = self.finetune
         ft["kept"] = "finetuned"
-        if "held_back_zero_shot" in ft:
-            ft["held_back_finetuned"] = self.score(scored, self.context(self.env.held_back)).value
-            if self.env.keep_better.keeps_zero_shot(zero_shot=ft["held_back_zero_shot"], tuned=ft["held_back_finetuned"]):
+        if "selection_zero_shot" in ft:
+            ft["selection_finetuned"] = self.score(scored, self.context(self.env.selection)).value
+            ft["selection_finetuned_kl"] = self.divergence(scored)
+            if self.env.keep_better.keeps_zero_shot(
+                zero_shot=ft["selection_zero_shot"],
+                tuned=ft["selection_finetuned"],
+                zero_shot_kl=ft["selection_zero_shot_kl"],
+                tuned_kl=ft["selection_finetuned_kl"],
+            ):
                 ft["kept"] = "zero_shot"
                 ft["why_kept"] = (
-                    f"fine-tuning ended at {ft['held_back_finetuned']:.4f} on {ft['held_back_samples']} held-back "
-                    f"training samples, below {ft['held_back_zero_shot']:.4f} before it: kept the weights from before"
+                    f"fine-tuning ended at {ft['selection_finetuned']:.4f} on {ft['selection_samples']} "
+                    f"{SELECTION_WORDS[ft['selection']]}, no higher than {ft['selection_zero_shot']:.4f} before it"
+                    + (
+                        f" and no nearer the teacher (KL {ft['selection_finetuned_kl']:.4g} against "
+                        f"{ft['selection_zero_shot_kl']:.4g} nats)"
+                        if ft["selection_finetuned"] == ft["selection_zero_shot"]
+                        else ""
+                    )
+                    + ": kept the weights from before"
                 )
         if ft["kept"] == "zero_shot":
             scored, accuracy = self.snapshot, self.zero_shot
-            before, after, where = ft["held_back_zero_shot"], ft["held_back_finetuned"], "the end (held-back batches)"
+            where = f"the end ({SELECTION_WORDS[ft['selection']]})"
+            before, after = ft["selection_zero_shot"], ft["selection_finetuned"]
         else:
             accuracy = self.score(scored, self.ctx)
             before, after, where = self.zero_shot.value, accuracy.value, "the end"
         if after < before - SHARP_DROP:
-            lr = self.recipe.distillation.lr
+            lr = self.stages.tuning[0].lr
             ft.setdefault("explanation", explain_drop(self.stages.losses, lr, before=before, after=after, where=where))
         return scored, accuracy
 
@@ -368,9 +418,12 @@ class _Trial:
         the loss, the zero-shot figures, the weights kept and why, an explanation of a sharp fall."""
         if self.is_baseline:
             return {}
-        d, losses = self.recipe.distillation, self.stages.losses
+        (d, agreement), losses = self.stages.tuning, self.stages.losses
         out = dict(self.finetune)
         out.update(lr=d.lr, batchnorm=d.batchnorm, schedule=d.schedule, steps_done=self.stages.steps_done)
+        if agreement is not None:  # the regime was decided for this student ("auto")
+            near = agreement >= NEAR_TEACHER
+            out.update(agreement=agreement, regime="near" if near else "far")
         if self.env.lr is not None:
             out["lr_rule"] = self.env.lr.rule
         if losses:

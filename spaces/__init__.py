@@ -6,12 +6,14 @@ Optuna trial. This package knows nothing of objectives or of studies.
 
 from __future__ import annotations
 
-from ._base import ApplyContext, Config, Space, torch_threads
+from ._base import ApplyContext, Config, Space, as_args, torch_threads
 from .cpu import cpu_capabilities, has_vnni, supports_float16
 from .deploy import BACKENDS, Deployable, deployable_form
 from .distillation import (
+    AUTO,
     BATCHNORMS,
     LR_AUTO,
+    NEAR_TEACHER,
     SCHEDULES,
     DistillationConfig,
     DistillationSpace,
@@ -21,6 +23,7 @@ from .distillation import (
     distillation_loss,
     find_lr,
     materialise,
+    teacher_agreement,
     tuning_mode,
 )
 from .groups import GROUP_SEP, auto_groups, check_groups, selects, unmatched_keys, value_for, weight_layer_names
@@ -32,6 +35,7 @@ from .widths import ACTIVATION_BITS, FLOAT16_KINDS, INT8_MAX_BITS, WEIGHT_BITS, 
 
 __all__ = [
     "ACTIVATION_BITS",
+    "AUTO",
     "BACKENDS",
     "BATCHNORMS",
     "COMPILE_BUDGET_S",
@@ -41,6 +45,7 @@ __all__ = [
     "INT8_MAX_BITS",
     "KINDS",
     "LR_AUTO",
+    "NEAR_TEACHER",
     "RECIPE_FORMAT",
     "SCHEDULES",
     "SCOPES",
@@ -63,6 +68,7 @@ __all__ = [
     "Recipe",
     "RecipeSpace",
     "Space",
+    "as_args",
     "auto_backend",
     "auto_groups",
     "cache_teacher_outputs",
@@ -79,6 +85,7 @@ __all__ = [
     "selects",
     "strip_activation_quant",
     "supports_float16",
+    "teacher_agreement",
     "torch_threads",
     "tuning_mode",
     "unmatched_keys",

@@ -11,9 +11,22 @@ every trial: running the teacher on every step cost 30-40 % of the fine-tune tim
 Fine-tuning starts from trained weights and runs a few hundred steps at most, so it must not undo
 what the teacher's own training did (issue 26: Adam at 1e-3 with BatchNorm in train mode took 25-30
 points off the int8 forms of a pretrained depthwise-separable ImageNet network within five steps).
-Three options serve networks trained elsewhere; they are not yet the defaults, which keep the
-fine-tuning the built-in tasks were measured with (Adam at :data:`DEFAULT_LR`, BatchNorm updated,
-one rate throughout), until they are measured on networks of both kinds (docs/BENCHMARKS.md):
+What protects a trained network and what lets a badly damaged one recover are opposites, so by
+default (``batchnorm = "auto"``, ``schedule = "auto"``) each student gets the regime that suits it,
+decided before its first step from its top-1 agreement with the teacher's cached outputs on the
+first :data:`NEAR_PROBE_BATCHES` training batches (:func:`teacher_agreement`,
+:meth:`DistillationConfig.settled`; no validation data is used; without teacher outputs, far):
+
+* **near** (agreement at least :data:`NEAR_TEACHER`: int8 forms, light pruning): short fine-tuning
+  from trained weights, as issue 26 asks: BatchNorm frozen, the rate derived for the network
+  (``lr``, by default ``"auto"``), warm-up then cosine decay;
+* **far** (heavy pruning, low bit-widths): recovery: BatchNorm updated with the moving weights,
+  Adam at ``recovery_lr`` (:data:`DEFAULT_LR`), one rate throughout, the fine-tuning tradeoff
+  always did. Frozen statistics go stale once pruned weights move far, and a rate derived to
+  protect the teacher slows the recovery of a student that has little left to protect (both
+  measured: docs/BENCHMARKS.md, issue 26).
+
+Each part can be fixed in the spec instead. The parts:
 
 * **BatchNorm frozen** (``batchnorm="frozen"``): its statistics were recalibrated after pruning
   (:func:`tradeoff.spaces.pruning.recalibrate_batchnorm`) and stay fixed while the weights tune, so
@@ -51,9 +64,14 @@ Batch = tuple[Any, torch.Tensor]
 
 DEFAULT_STEPS = 200  # ~1-2 s on digits at batch 64: most of the recovery after pruning
 DEFAULT_LR = 1e-3  # Adam's usual rate; right for teachers trained like the built-ins (not for every network)
-LR_AUTO = "auto"  # the space's default rate: derived per study by find_lr
-BATCHNORMS = ("frozen", "train")  # frozen: statistics fixed while tuning (trained weights); train: updated per batch
-SCHEDULES = ("warmup_cosine", "constant")  # warm-up then cosine decay to 0; or one rate throughout
+AUTO = "auto"  # decided from the data: the rate per study (find_lr), the regime per student (settle)
+LR_AUTO = AUTO  # the space's default rate: derived per study by find_lr
+BATCHNORMS = ("auto", "frozen", "train")  # auto: frozen near the teacher, train far from it (settle)
+SCHEDULES = ("auto", "warmup_cosine", "constant")  # auto: warm-up + cosine near the teacher, constant far
+NEAR_TEACHER = 0.8  # top-1 agreement with the teacher that counts as "near": four answers in five kept.
+# Measured students fall on either side with room: int8 forms 0.99+, 10 % pruned 0.90-0.99 (helped by the
+# near regime), 50 % pruned 0.26-0.58 and 75 % pruned 0.16-0.33 (helped by the far one; docs/BENCHMARKS.md)
+NEAR_PROBE_BATCHES = 4  # training batches the agreement is measured on: a few hundred samples, ~ms a batch
 WARMUP_FRACTION = 0.1  # the usual share of warm-up steps: Adam's moment estimates settle within ~10 steps
 RANGE_LOW, RANGE_HIGH = 1e-6, 1e-2  # the rates the range test spans: below 1e-6 nothing moves in 200 steps;
 # above 1e-2 Adam rewrites trained weights wholesale
@@ -120,12 +138,17 @@ class DistillationConfig(Config):
         temperature: Softening temperature ``T`` (> 0).
         alpha: Weight of the soft (teacher) term, in [0, 1]; 0 is plain fine-tuning on labels.
         steps: Optimiser steps; 0 leaves the model as it is.
-        lr: Adam's peak learning rate (a study derives it with :func:`find_lr` unless the spec fixes it).
-        batchnorm: ``"frozen"`` (statistics fixed while tuning) or ``"train"`` (updated per batch).
-        schedule: ``"warmup_cosine"`` (linear warm-up, cosine decay to 0) or ``"constant"``.
+        lr: Adam's peak learning rate near the teacher (a study derives it with :func:`find_lr` unless
+            the spec fixes it); with fixed ``batchnorm`` and ``schedule``, the rate of every student.
+        batchnorm: ``"auto"`` (the regime's: module docstring), ``"frozen"`` (statistics fixed while
+            tuning) or ``"train"`` (updated per batch).
+        schedule: ``"auto"``, ``"warmup_cosine"`` (linear warm-up, cosine decay to 0) or ``"constant"``.
+        recovery_lr: The rate of a student far from the teacher, when ``batchnorm`` or ``schedule``
+            is ``"auto"``.
 
     Version 1 recipes (before BatchNorm freezing and the schedule existed) read back with
-    ``batchnorm="train"`` and ``schedule="constant"``, so they rebuild the model they built then.
+    ``batchnorm="train"`` and ``schedule="constant"``, version 2 ones (before ``"auto"``) with the
+    modes they name, so they rebuild the model they built then.
 
     Example:
         >>> DistillationConfig(temperature=4.0, alpha=0.5, steps=0).apply_(nn.Linear(2, 2), ApplyContext(()))
@@ -133,16 +156,16 @@ class DistillationConfig(Config):
     """
 
     technique = "distillation"
-    version = 2  # 2: batchnorm and schedule
+    version = 3  # 2: batchnorm and schedule; 3: "auto" modes (near or far from the teacher) and recovery_lr
 
     temperature: float = 4.0  # Hinton et al.'s usual pick
     alpha: float = 0.5  # half labels, half teacher: robust when either is noisy
     steps: int = DEFAULT_STEPS
     lr: float = DEFAULT_LR
-    # the defaults keep the fine-tuning tradeoff has always done; "frozen" and "warmup_cosine" are for networks
-    # trained elsewhere (module docstring) and become the defaults once measured on both kinds of network
-    batchnorm: Literal["frozen", "train"] = "train"
-    schedule: Literal["warmup_cosine", "constant"] = "constant"
+    # each student gets the regime that suits it: protect a network near the teacher, recover one far from it
+    batchnorm: Literal["auto", "frozen", "train"] = "auto"
+    schedule: Literal["auto", "warmup_cosine", "constant"] = "auto"
+    recovery_lr: float = DEFAULT_LR  # far from the teacher: Adam's usual rate recovered pruned students best
 
     def __post_init__(self) -> None:
         if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
@@ -153,6 +176,12 @@ class DistillationConfig(Config):
             raise ValueError(f"distillation steps must be an integer >= 0, got {self.steps!r}.")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or self.lr <= 0:
             raise ValueError(f"distillation lr must be a number > 0, got {self.lr!r}.")
+        if (
+            isinstance(self.recovery_lr, bool)
+            or not isinstance(self.recovery_lr, (int, float))
+            or self.recovery_lr <= 0
+        ):
+            raise ValueError(f"distillation recovery_lr must be a number > 0, got {self.recovery_lr!r}.")
         if self.batchnorm not in BATCHNORMS:
             raise ValueError(f"distillation batchnorm must be one of {list(BATCHNORMS)}, got {self.batchnorm!r}.")
         if self.schedule not in SCHEDULES:
@@ -163,7 +192,32 @@ class DistillationConfig(Config):
         """Rebuild a config written by :meth:`to_dict`; version 1 gets the behaviour it had (class docstring)."""
         if data.get("version") == 1:
             data = {**data, "version": cls.version, "batchnorm": "train", "schedule": "constant"}
+        elif data.get("version") == 2:
+            data = {**data, "version": cls.version}  # v2 named its modes (never "auto"); recovery_lr is unused then
         return super().from_dict(data)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the regime is decided per student (``batchnorm`` or ``schedule`` is ``"auto"``)."""
+        return AUTO in (self.batchnorm, self.schedule)
+
+    def settled(self, near: bool) -> DistillationConfig:
+        """This config with its ``"auto"`` parts decided for a student ``near`` the teacher or far from it.
+
+        Example:
+            >>> cfg = DistillationConfig(lr=3e-4)
+            >>> n, f = cfg.settled(near=True), cfg.settled(near=False)
+            >>> (n.batchnorm, n.schedule, n.lr), (f.batchnorm, f.schedule, f.lr)
+            (('frozen', 'warmup_cosine', 0.0003), ('train', 'constant', 0.001))
+        """
+        if not self.adaptive:
+            return self
+        return replace(
+            self,
+            batchnorm=self.batchnorm if self.batchnorm != AUTO else ("frozen" if near else "train"),
+            schedule=self.schedule if self.schedule != AUTO else ("warmup_cosine" if near else "constant"),
+            lr=self.lr if near else self.recovery_lr,
+        )
 
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (0-based) of this config's schedule.
@@ -173,7 +227,7 @@ class DistillationConfig(Config):
             >>> [round(cfg.lr_at(s), 3) for s in (0, 9, 10, 55, 99)]
             [0.1, 1.0, 1.0, 0.5, 0.0]
         """
-        if self.schedule == "constant":
+        if self.schedule != "warmup_cosine":  # constant (and "auto" before it is settled)
             return self.lr
         warm = max(1, round(WARMUP_FRACTION * self.steps))
         if step < warm:
@@ -186,6 +240,28 @@ class DistillationConfig(Config):
         if self.steps == 0:
             return model
         return Distiller(self, model, ctx).run_to(self.steps)
+
+
+@torch.no_grad()
+def teacher_agreement(model: nn.Module, ctx: ApplyContext, n_batches: int = NEAR_PROBE_BATCHES) -> float | None:
+    """Top-1 agreement of ``model`` (eval mode) with the teacher's cached outputs on the first training
+    batches: how near the compressed student still is to the teacher (``None``: no teacher outputs).
+
+    Example:
+        >>> net = nn.Linear(3, 2); data = [(torch.randn(8, 3), torch.zeros(8, dtype=torch.long))]
+        >>> teacher_agreement(net, ApplyContext((), train=data, teacher_logits=cache_teacher_outputs(net, data)))
+        1.0
+    """
+    if not ctx.train or ctx.teacher_logits is None:
+        return None
+    was_training = model.training
+    model.eval()
+    same = total = 0
+    for (inputs, _), teacher in list(zip(ctx.train, ctx.teacher_logits))[:n_batches]:
+        same += int((model(*as_args(inputs)).argmax(-1) == teacher.argmax(-1)).sum())
+        total += int(teacher.shape[0])
+    model.train(was_training)
+    return same / total if total else None
 
 
 class Distiller:
@@ -212,13 +288,15 @@ class Distiller:
                 "distillation with alpha > 0 needs the teacher's outputs for every training batch; "
                 "compute them once with cache_teacher_outputs(teacher, train)."
             )
-        self.config = config
+        self.agreement = teacher_agreement(model, ctx) if config.adaptive else None
+        self.near = None if self.agreement is None else self.agreement >= NEAR_TEACHER
+        self.config = config.settled(bool(self.near))  # the modes and rate this student is tuned with
         self.model = model
         self.ctx = ctx
         self.done = 0
         self.losses: list[float] = []  # the training loss of every step: why a trial went wrong, if it did
         self._gen = torch.Generator().manual_seed(ctx.seed or 0)
-        self._opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+        self._opt = torch.optim.Adam(model.parameters(), lr=self.config.lr)
         self._order: list[int] = []
 
     def run_to(self, steps: int) -> nn.Module:
@@ -352,8 +430,9 @@ def find_lr(
     chosen = min(max(top / RANGE_SAFETY, RANGE_LOW), RANGE_HIGH)
     rule = (
         f"range test (Adam, BatchNorm {batchnorm}): KL(teacher || copy) on a probe batch passed "
-        f"{RANGE_KL_LIMIT} nats at lr {top:.3g}" if first_bad is not None else
-        f"range test (Adam, BatchNorm {batchnorm}): KL stayed under {RANGE_KL_LIMIT} nats up to lr {RANGE_HIGH:g}"
+        f"{RANGE_KL_LIMIT} nats at lr {top:.3g}"
+        if first_bad is not None
+        else f"range test (Adam, BatchNorm {batchnorm}): KL stayed under {RANGE_KL_LIMIT} nats up to lr {RANGE_HIGH:g}"
     ) + f"; lr = the test's rate before that ({RANGE_SAFETY:.3g}x lower)"
     return LrFinding(chosen, first_bad, lrs[: len(divergence)], divergence, rule)
 
@@ -362,14 +441,14 @@ def find_lr(
 class DistillationSpace(Space):
     """Ranges of the distillation knobs (from the spec's ``[space.distillation]``).
 
-    ``lr`` is a rate (the default, :data:`DEFAULT_LR`), ``"auto"`` (derived once per study by
-    :func:`find_lr`, then set with :meth:`resolved`) or a ``(low, high)`` range, which makes it a knob
-    (``distillation.lr``, log-uniform).
+    ``lr`` is ``"auto"`` (the default: derived once per study by :func:`find_lr`, then set with
+    :meth:`resolved`), a rate, or a ``(low, high)`` range, which makes it a knob (``distillation.lr``,
+    log-uniform).
 
     Example:
         >>> s = DistillationSpace(temperature=(1.0, 8.0), alpha=(0.0, 1.0), steps=100, lr=1e-3)
         >>> s.sample(optuna.trial.FixedTrial({"distillation.temperature": 2.0, "distillation.alpha": 0.5}))
-        DistillationConfig(temperature=2.0, alpha=0.5, steps=100, lr=0.001, batchnorm='train', schedule='constant')
+        DistillationConfig(temperature=2.0, alpha=0.5, steps=100, lr=0.001, batchnorm='auto', schedule='auto', recovery_lr=0.001)
         >>> DistillationSpace(lr="auto").resolved(3e-4).lr
         0.0003
     """
@@ -377,14 +456,23 @@ class DistillationSpace(Space):
     temperature: tuple[float, float] = (1.0, 8.0)  # T=1 is plain softmax; above ~8 targets go flat
     alpha: tuple[float, float] = (0.0, 1.0)
     steps: int = DEFAULT_STEPS  # see DEFAULT_STEPS for why
-    lr: float | str | tuple[float, float] = DEFAULT_LR  # or "auto" (find_lr) or a [low, high] knob
-    batchnorm: str = "train"  # see DistillationConfig
-    schedule: str = "constant"  # see DistillationConfig
+    lr: float | str | tuple[float, float] = LR_AUTO  # derived per network (find_lr); or a rate, or a [low, high] knob
+    batchnorm: str = AUTO  # see DistillationConfig
+    schedule: str = AUTO  # see DistillationConfig
+    recovery_lr: float = DEFAULT_LR  # see DistillationConfig
 
     def __post_init__(self) -> None:
         lr = self._some_lr()
-        DistillationConfig(self.temperature[0], self.alpha[0], self.steps, lr, self.batchnorm, self.schedule)  # type: ignore[arg-type]
-        DistillationConfig(self.temperature[1], self.alpha[1], self.steps, lr, self.batchnorm, self.schedule)  # type: ignore[arg-type]
+        for i in (0, 1):
+            DistillationConfig(
+                self.temperature[i],
+                self.alpha[i],
+                self.steps,
+                lr,
+                self.batchnorm,
+                self.schedule,
+                self.recovery_lr,  # type: ignore[arg-type]
+            )
         for name, (lo, hi) in (("temperature", self.temperature), ("alpha", self.alpha)):
             if lo > hi:
                 raise ValueError(f"distillation {name} range must be [low, high] with low <= high, got {[lo, hi]}.")
@@ -413,9 +501,11 @@ class DistillationSpace(Space):
                 "distillation lr 'auto' is derived once per study (tradeoff.spaces.find_lr); sample from "
                 "space.resolved(find_lr(...).lr), or give the spec a rate."
             )
+        recovery_lr = self.recovery_lr
         if isinstance(self.lr, tuple):
             # two significant digits: rates closer than that tune alike, and duplicates reuse their result
             lr = float(f"{trial.suggest_float('distillation.lr', *self.lr, log=True):.2g}")
+            recovery_lr = lr  # a knob is the rate of every student, near the teacher or far from it
         else:
             lr = float(self.lr)  # type: ignore[arg-type]
         return DistillationConfig(
@@ -427,6 +517,7 @@ class DistillationSpace(Space):
             lr=lr,
             batchnorm=self.batchnorm,  # type: ignore[arg-type]
             schedule=self.schedule,  # type: ignore[arg-type]
+            recovery_lr=recovery_lr,
         )
 
     def identity(self) -> DistillationConfig:
@@ -439,4 +530,5 @@ class DistillationSpace(Space):
             lr=self._some_lr(),
             batchnorm=self.batchnorm,  # type: ignore[arg-type]
             schedule=self.schedule,  # type: ignore[arg-type]
+            recovery_lr=self.recovery_lr,
         )

@@ -181,6 +181,14 @@ class Compression:
         """The training loss of each fine-tuning step taken so far."""
         return [] if self._distiller is None else list(self._distiller.losses)
 
+    @property
+    def tuning(self) -> tuple[DistillationConfig, float | None]:
+        """The distillation config the student is tuned with (its ``"auto"`` parts settled once fine-tuning
+        began) and the student's agreement with the teacher that settled them (``None``: not measured)."""
+        if self._distiller is None:
+            return self.recipe.distillation, None
+        return self._distiller.config, self._distiller.agreement
+
     def snapshot(self) -> tuple[nn.Module, Deployable]:
         """The student as it stands, baked (a copy), and its deployable form; the student is untouched.
 

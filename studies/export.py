@@ -40,7 +40,7 @@ from . import record
 from .report import write_report
 from .results import FrontEntry, baseline_trial, objective_names_of, pick, ranked_front, study_spec, values_of
 from .shared import at_batch_size, shared_inputs
-from .spec import Spec, parse_spec
+from .spec import Spec, parse_spec, parse_stored_spec
 from .tasks import Task, load_task
 from .teachers import weights_sha256
 
@@ -82,20 +82,22 @@ def rebuild(
     """Re-apply ``recipe`` with ``seed`` to the spec's task (or ``task``) and measure the exact figures.
 
     ``kept="zero_shot"``: the trial kept its weights from before fine-tuning (``finetune.kept``), so
-    the model is rebuilt without fine-tuning. A recipe written before training batches were held back
-    from fine-tuning (distillation config version 1) is re-applied on all of them, as it was then.
+    the model is rebuilt without fine-tuning. The data is split as the study split it (``[search]
+    select_on``): fine-tuned on the same batches, accuracy scored on the same validation samples. A
+    recipe written before any data was kept apart (distillation config version 1) is re-applied on
+    all the training batches and scored on the whole validation set, as it was then.
     """
     task = task or load_task(spec.task.name, spec.task.kwargs)
     parsed = Recipe.from_dict(recipe)
     if kept == "zero_shot":
         parsed = dataclasses.replace(parsed, distillation=dataclasses.replace(parsed.distillation, steps=0))
-    hold_back = (recipe.get("distillation") or {}).get("version", 1) >= 2
+    select_on = spec.search.select_on if (recipe.get("distillation") or {}).get("version", 1) >= 2 else None
     with torch_threads(spec.target.threads):  # as the trial ran: the fine-tuned weights depend on it
-        shared = shared_inputs(task, spec.target.batch_size, hold_back=hold_back)
+        shared = shared_inputs(task, spec.target.batch_size, select_on=select_on, select_size=spec.search.rung_val_size)
         ctx = ApplyContext(shared.example_inputs, shared.train, shared.teacher_logits, seed)
         compressed = compress(parsed, task.model, ctx, deploy=False)  # export needs no timing
         prof = profile(compressed.scored, shared.example_inputs, compressed.weight_bits, compressed.activation_bits)
-        figures = {"accuracy": evaluate(compressed.scored, task.val, task.metric), **prof.figures()}
+        figures = {"accuracy": evaluate(compressed.scored, shared.val, task.metric), **prof.figures()}
     return Rebuilt(task, compressed, shared.example_inputs, figures, weights_sha256(task.model))
 
 
@@ -276,7 +278,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 def apply_config(config: dict[str, Any], *, task_name: str | None = None) -> tuple[Rebuilt, list[dict[str, Any]]]:
     """Re-apply an exported config to its task (or ``task_name``) and compare with the exported figures."""
-    spec = parse_spec(config["spec"], "config.json spec")
+    spec = parse_stored_spec(config["spec"], "config.json spec")
     if task_name is not None and task_name != spec.task.name:
         data = spec.to_dict()
         data["task"] = {"name": task_name}

@@ -34,7 +34,9 @@ STOP_REASON = "stop_reason"  # why a rung stopped it: dominated there, or the ac
 RUNGS = "rungs"  # fidelity rungs passed: [{"fraction", "steps", "samples", "accuracy"}] (subset accuracy)
 RUNG_POINT = "rung_point"  # the trial's objectives at its latest rung, {name: value}: what other trials compare to
 HYPERVOLUME = "hypervolume"  # the study's feasible hypervolume once this trial is counted (normalised space)
-DEPLOYABLE = "deployable"  # {"key", "latency_ms", "latency_from"}: the deployable form (a hash), the trial that timed it
+DEPLOYABLE = (
+    "deployable"  # {"key", "latency_ms", "latency_from"}: the deployable form (a hash), the trial that timed it
+)
 DUPLICATE_OF = "duplicate_of"  # number of the trial whose result this one reuses (same recipe), else absent
 ERROR = "error"  # why a FAILED trial failed (one line)
 SEED = "seed"  # the seed the recipe was applied with: the same seed reproduces the model
@@ -61,7 +63,12 @@ TRIAL_KEYS = (
     ERROR,
     WORKER,
 )
-OPTIONAL_TRIAL_KEYS = (RUNG_POINT, STOP_REASON, DUPLICATE_OF, ERROR)  # set only when they apply; every other key is always set
+OPTIONAL_TRIAL_KEYS = (
+    RUNG_POINT,
+    STOP_REASON,
+    DUPLICATE_OF,
+    ERROR,
+)  # set only when they apply; every other key is always set
 
 # ----- study user attributes
 STUDY_FORMAT_KEY = "format"  # STUDY_FORMAT; studies of format /1 are read through LEGACY_KEYS
@@ -99,7 +106,9 @@ def attrs(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         if old in out:
             out.setdefault(new, out.pop(old))
     prov = out.get(PROVENANCE)
-    if isinstance(prov, dict) and any(old in p for p in prov.values() if isinstance(p, dict) for old in LEGACY_PROVENANCE_KEYS):
+    if isinstance(prov, dict) and any(
+        old in p for p in prov.values() if isinstance(p, dict) for old in LEGACY_PROVENANCE_KEYS
+    ):
         out[PROVENANCE] = {
             name: {LEGACY_PROVENANCE_KEYS.get(k, k): v for k, v in p.items()} if isinstance(p, dict) else p
             for name, p in prov.items()
@@ -129,6 +138,47 @@ def is_baseline(trial: optuna.trial.FrozenTrial) -> bool:
         True
     """
     return attrs(trial).get(ROLE) == "baseline"
+
+
+LEGACY_FINETUNE_KEYS = {  # finetune keys written before [search] select_on existed (held-back batches only)
+    "held_back_samples": "selection_samples",
+    "held_back_zero_shot": "selection_zero_shot",
+    "held_back_finetuned": "selection_finetuned",
+}
+
+
+def finetune_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """How a trial's fine-tuning went (:data:`FINETUNE`) under today's keys, ``{}`` when not recorded.
+
+    Example:
+        >>> t = optuna.trial.create_trial(value=1.0, user_attrs={FINETUNE: {"kept": "zero_shot", "held_back_samples": 9}})
+        >>> finetune_of(t)
+        {'kept': 'zero_shot', 'selection_samples': 9, 'selection': 'held_back'}
+    """
+    ft = dict(attrs(trial).get(FINETUNE) or {})
+    if any(old in ft for old in LEGACY_FINETUNE_KEYS):
+        ft = {LEGACY_FINETUNE_KEYS.get(k, k): v for k, v in ft.items()}
+        ft.setdefault("selection", "held_back")
+    return ft
+
+
+def how_tuned(trial: optuna.trial.FrozenTrial) -> str:
+    """One word or two on a trial's fine-tuning, for tables: its regime, and ``kept zero-shot`` when
+    fine-tuning was undone; ``-`` when it was not fine-tuned (the baseline, ``steps = 0``, screened).
+
+    Example:
+        >>> how_tuned(optuna.trial.create_trial(value=1.0, user_attrs={FINETUNE: {"regime": "far", "kept": "finetuned"}}))
+        'far'
+        >>> how_tuned(optuna.trial.create_trial(value=1.0, user_attrs={FINETUNE: {"regime": "near", "kept": "zero_shot"}}))
+        'near, kept zero-shot'
+    """
+    ft = finetune_of(trial)
+    if not ft.get("kept"):
+        return "-"
+    words = [ft["regime"]] if ft.get("regime") else [str(ft.get("batchnorm", "tuned"))]
+    if ft["kept"] == "zero_shot":
+        words.append("kept zero-shot")
+    return ", ".join(words)
 
 
 def provenance_of(trial: optuna.trial.FrozenTrial, objective: str) -> dict[str, Any]:

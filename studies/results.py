@@ -23,7 +23,7 @@ from tradeoff.objectives import (
 )
 
 from . import record
-from .spec import Spec, parse_spec
+from .spec import Spec, parse_stored_spec
 
 
 class ResultsError(RuntimeError):
@@ -48,6 +48,7 @@ class FrontEntry:
             "cost": self.cost,
             "role": record.attrs(self.trial).get(record.ROLE, "candidate"),
             "deployable_form": record.attrs(self.trial).get(record.DEPLOYABLE_FORM),
+            "finetune": record.finetune_of(self.trial),
         }
 
 
@@ -56,7 +57,7 @@ def study_spec(study: optuna.Study) -> Spec:
     data = study.user_attrs.get(record.STUDY_SPEC)
     if data is None:
         raise ResultsError(f"study {study.study_name!r} was not created by tradeoff (no spec stored).")
-    return parse_spec(data, f"study {study.study_name!r}")
+    return parse_stored_spec(data, f"study {study.study_name!r}")
 
 
 def baseline_trial(study: optuna.Study) -> FrozenTrial:
@@ -216,11 +217,7 @@ def relative_violation(
 
 
 def _completed_candidates(study: optuna.Study) -> list[FrozenTrial]:
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not record.is_baseline(t)
-    ]
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not record.is_baseline(t)]
 
 
 def feasibility(study: optuna.Study) -> Feasibility:

@@ -1,8 +1,15 @@
 """What every trial of a task shares: the training batches, the teacher's outputs on them, inputs.
 
-The task's training batches are split once: the last few are *held back* from fine-tuning
-(:func:`held_back`), so that a trial can tell whether fine-tuning made its model better or worse on
-data that neither fine-tuning nor the reported accuracy (always the whole validation set) uses.
+A trial judges whether fine-tuning made its model better or worse on *selection* data that neither
+fine-tuning nor the reported accuracy uses (``[search] select_on``, :func:`shared_inputs`):
+
+* ``"validation"`` (the default): the first samples of the validation set (the rung subset, at most
+  :data:`SELECT_MAX_FRACTION` of it, :func:`split_val`) are kept apart; the reported accuracy is
+  scored on the rest, and fine-tuning uses every training batch. The selection data then looks
+  like what the reported accuracy measures, which held-back training batches need not (augmented
+  views of a network trained elsewhere: docs/BENCHMARKS.md, issue 26).
+* ``"held_back"``: the last training batches are held back from fine-tuning (:func:`held_back`) and
+  the reported accuracy is scored on the whole validation set.
 
 Built once per process and task (:func:`shared_inputs`); the teacher's outputs are also cached on
 disk, so later studies and processes read them back instead of running the teacher.
@@ -30,6 +37,10 @@ from .teachers import batches_sha256, cache_dir, weights_sha256
 HELD_BACK_FRACTION = 0.1  # a tenth of the training samples: enough to judge a trial, little taken from tuning
 HELD_BACK_MAX_SAMPLES = 1000  # more adds time to every trial, not certainty (1 sample in 1000 is 0.1 point)
 MIN_TUNING_BATCHES = 3  # with fewer batches than this nothing is held back: tuning needs them all
+SELECT_ON = ("validation", "held_back")  # where a trial judges its fine-tuning ([search] select_on)
+# the selection slice takes at most a fifth of the validation samples: the reported accuracy keeps four
+# fifths (288 of digits' 360), and a slice of 72 still tells a fine-tune that lost points from one that did not
+SELECT_MAX_FRACTION = 0.2
 
 
 def at_batch_size(example_inputs: tuple[torch.Tensor, ...], batch_size: int) -> tuple[torch.Tensor, ...]:
@@ -54,7 +65,11 @@ class SharedInputs:
     train: list[Batch]  # the batches fine-tuning and calibration use: one materialised pass, same order every trial
     teacher_logits: list[torch.Tensor]  # the teacher's outputs on each of those batches
     teacher_cache: str = "computed"  # "computed" (the teacher ran, result stored) or "disk" (read back)
-    held_back: list[Batch] = field(default_factory=list)  # the last training batches, never tuned on (held_back())
+    # what judges fine-tuning: the validation slice, or the last training batches held back from tuning
+    selection: list[Batch] = field(default_factory=list)
+    select_on: str = "validation"  # which of the two (SELECT_ON)
+    val: Iterable[Batch] = ()  # what the reported accuracy is scored on: validation without the selection slice
+    rung_val: list[Batch] = field(default_factory=list)  # what a trial is scored on at a rung
 
 
 def _head(inputs: Any, n: int) -> Any:
@@ -64,9 +79,61 @@ def _head(inputs: Any, n: int) -> Any:
     return inputs[:n]
 
 
+def _tail(inputs: Any, n: int) -> Any:
+    """A batch's inputs without their first ``n`` samples."""
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(x[n:] for x in inputs)
+    return inputs[n:]
+
+
+class ValRest:
+    """The validation batches without their first ``skip`` samples: re-iterable, never materialised.
+
+    The task's ``val`` must yield the same samples in the same order on every pass (tasks.Task), so
+    the samples skipped are the ones :func:`val_subset` took.
+
+    Example:
+        >>> val = [(torch.zeros(4, 2), torch.arange(4)), (torch.ones(4, 2), torch.arange(4))]
+        >>> [t.tolist() for _, t in ValRest(val, 6)]
+        [[2, 3]]
+    """
+
+    def __init__(self, val: Iterable[Batch], skip: int, samples: int | None = None) -> None:
+        self.val, self.skip = val, skip
+        self.samples = samples  # how many samples are left, when the caller counted them (split_val does)
+
+    def __iter__(self) -> Any:
+        left = self.skip
+        for inputs, targets in self.val:
+            if left >= len(targets):
+                left -= len(targets)
+                continue
+            yield (_tail(inputs, left), targets[left:]) if left else (inputs, targets)
+            left = 0
+
+
+def split_val(val: Iterable[Batch], samples: int) -> tuple[list[Batch], Iterable[Batch]]:
+    """The validation set split into a selection slice (its first samples, kept in memory) and the rest.
+
+    The slice holds ``samples`` samples, at most :data:`SELECT_MAX_FRACTION` of the validation set;
+    a set too small to spare one sample is not split (``([], val)``).
+
+    Example:
+        >>> val = [(torch.zeros(10, 2), torch.arange(10))] * 3
+        >>> select, rest = split_val(val, 1000)  # capped at a fifth: 6 of 30
+        >>> sum(len(t) for _, t in select), sum(len(t) for _, t in rest)
+        (6, 24)
+    """
+    total = sum(len(targets) for _, targets in val)
+    n = min(samples, int(total * SELECT_MAX_FRACTION))
+    if n <= 0:
+        return [], val
+    return val_subset(val, n), ValRest(val, n, total - n)
+
+
 def val_subset(val: Iterable[Batch], samples: int) -> list[Batch]:
     """The first ``samples`` validation samples, as batches kept in memory (the fixed subset
-    fidelity rungs score; final accuracy always uses all of ``val``).
+    fidelity rungs score and, with ``select_on = "validation"``, the selection slice).
 
     Example:
         >>> val = [(torch.zeros(4, 2), torch.arange(4)), (torch.ones(4, 2), torch.arange(4))]
@@ -123,15 +190,24 @@ def teacher_outputs_path(task: Task, train: list[Batch]) -> Path:
     return cache_dir() / "teacher-outputs" / f"{safe}-{key}.pt"
 
 
-def shared_inputs(task: Task, batch_size: int, *, hold_back: bool = True) -> SharedInputs:
+def shared_inputs(
+    task: Task,
+    batch_size: int,
+    *,
+    select_on: str | None = "validation",  # the spec's default; None: no selection data (v1 recipes' export)
+    select_size: int = 1000,  # [search] rung_val_size's default
+) -> SharedInputs:
     """Materialise the training batches and the teacher's outputs on them, cached on disk.
 
     The teacher runs once per task, teacher weights and training data: later studies and
     processes (``export``, ``apply``, other workers on the same host) read its outputs back from
     ``<cache dir>/teacher-outputs/``, so no trial runs the teacher.
 
-    With ``hold_back`` the last batches (:func:`held_back`) are kept apart in ``held_back``: they
-    are neither fine-tuned nor calibrated on.
+    ``select_on`` says what judges fine-tuning (module docstring): ``"validation"`` keeps the first
+    ``select_size`` validation samples apart (:func:`split_val`; they are also the rung subset) and
+    reports on the rest; ``"held_back"`` keeps the last training batches apart (:func:`held_back`:
+    neither fine-tuned nor calibrated on), scores rungs on the first ``select_size`` validation
+    samples and reports on all of them; ``None`` keeps nothing apart.
 
     Example:
         >>> import tempfile
@@ -146,9 +222,17 @@ def shared_inputs(task: Task, batch_size: int, *, hold_back: bool = True) -> Sha
     """
     full = materialise(task.train)
     shared = _with_teacher_outputs(task, full, at_batch_size(task.example_inputs, batch_size))
-    n = held_back(full) if hold_back else 0
+    if select_on is not None and select_on not in SELECT_ON:
+        raise ValueError(f"select_on must be one of {SELECT_ON} or None, got {select_on!r}.")
+    shared.select_on, shared.val = select_on or "", task.val
+    if select_on == "validation":
+        shared.selection, shared.val = split_val(task.val, select_size)
+        shared.rung_val = shared.selection
+    else:
+        shared.rung_val = val_subset(task.val, select_size)
+    n = held_back(full) if select_on == "held_back" else 0
     if n:
-        shared.held_back = shared.train[-n:]
+        shared.selection = shared.train[-n:]
         shared.train, shared.teacher_logits = shared.train[:-n], shared.teacher_logits[:-n]
     return shared
 

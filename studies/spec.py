@@ -127,8 +127,21 @@ class DistillationSection(_Strict):
     # "auto": derived once per study by a learning-rate range test on the teacher (tradeoff.spaces.find_lr);
     # a number fixes it; [low, high] makes it a knob, sampled log-uniformly
     lr: Literal[LR_AUTO] | Rate | Annotated[tuple[Rate, Rate], Pair] = _DISTILLATION.lr  # type: ignore[valid-type]
+    # "auto": decided per student from its agreement with the teacher before fine-tuning (near: frozen
+    # BatchNorm, the derived rate, warm-up + cosine; far: BatchNorm updated, recovery_lr, constant)
     batchnorm: Literal[BATCHNORMS] = _DISTILLATION.batchnorm  # type: ignore[valid-type]
     schedule: Literal[SCHEDULES] = _DISTILLATION.schedule  # type: ignore[valid-type]
+    # the rate of a student far from the teacher under "auto" modes, when lr is "auto" (a fixed lr or a knob
+    # is the rate of every student)
+    recovery_lr: Rate = _DISTILLATION.recovery_lr
+
+
+def _recovery_lr(d: DistillationSection) -> float:
+    """The rate of students far from the teacher: ``recovery_lr`` when the spec gives it or ``lr`` is "auto";
+    a fixed ``lr`` otherwise, since a user who fixes the rate means it for every student."""
+    if "recovery_lr" in d.model_fields_set or d.lr == LR_AUTO or isinstance(d.lr, tuple):
+        return d.recovery_lr
+    return float(d.lr)
 
 
 class SpaceSection(_Strict):
@@ -246,9 +259,14 @@ class SearchSection(_Strict):
     # an executable already timed (same layer shapes, same precision per layer, same kernels: latency does
     # not depend on weight values, T or alpha) reuses that latency instead of timing it again (~3 s a trial)
     reuse_latency: bool = True
-    # a trial whose fine-tuning ends below the accuracy it had before fine-tuning, on training batches held back
-    # from fine-tuning (studies/shared.py), keeps the weights from before: fine-tuning must never make it worse
+    # a trial whose fine-tuning ends no higher than the accuracy it had before fine-tuning, on the selection data
+    # (select_on), keeps the weights from before: fine-tuning must never make it worse
     keep_better: bool = True
+    # what judges fine-tuning (keep_better, rungs), apart from what the reported accuracy is scored on
+    # (studies/shared.py): "validation" keeps the rung subset (at most a fifth of validation) apart and reports
+    # on the rest, since held-back training views can look unlike the validation data (augmented views of a
+    # network trained elsewhere: issue 26); "held_back" holds the last ~10 % of training batches back instead
+    select_on: Literal["validation", "held_back"] = "validation"
     # configs tried first, right after the baseline: "auto" (int8, and int8 weights with fp32 activations,
     # at a few pruning ratios, where the space holds them), [] for none, or a list of tables of knob values
     warm_start: Any = "auto"
@@ -368,6 +386,7 @@ class Spec(_Strict):
                 lr=s.distillation.lr,
                 batchnorm=s.distillation.batchnorm,
                 schedule=s.distillation.schedule,
+                recovery_lr=_recovery_lr(s.distillation),
             ),
         )
 
@@ -398,7 +417,9 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         where, kind = _field_path(err["loc"]), err["type"]
         if kind == "extra_forbidden":
-            lines.append(f"  {where}: unknown field; remove it or check its spelling (README.md, 'The spec', lists every field).")
+            lines.append(
+                f"  {where}: unknown field; remove it or check its spelling (README.md, 'The spec', lists every field)."
+            )
         elif kind == "missing":
             lines.append(f"  {where}: required field is missing.")
         elif kind == "value_error":  # our own validators already name the value
@@ -419,6 +440,24 @@ def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
         return Spec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_format_errors(exc, source)) from None
+
+
+def parse_stored_spec(data: dict[str, Any], source: str = "stored spec") -> Spec:
+    """A spec a study or an exported config stored (``Spec.to_dict()``, every field written out).
+
+    A stored spec without ``search.select_on`` was written before the setting existed, when trials
+    judged fine-tuning on held-back training batches and reported on the whole validation set: it
+    reads as ``select_on = "held_back"``, not as today's default, so that a rebuilt trial sees the
+    data its trial saw.
+
+    Example:
+        >>> parse_stored_spec({"study": {"name": "s"}, "task": {"name": "digits"}, "search": {}}).search.select_on
+        'held_back'
+    """
+    search = data.get("search")
+    if isinstance(search, dict) and "select_on" not in search:
+        data = {**data, "search": {**search, "select_on": "held_back"}}
+    return parse_spec(data, source)
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tradeoff.search.finetune import SELECTION_WORDS
 from tradeoff.search.trial import TrialEnv, evaluate_recipe, with_baseline
 from tradeoff.spaces import DistillationConfig, PruningConfig, QuantizationConfig, Recipe
 from tradeoff.studies import at_batch_size, parse_spec
@@ -104,22 +105,33 @@ def test_every_candidate_records_its_accuracy_before_fine_tuning(env: TrialEnv) 
     rec = evaluate_recipe(recipe, env, seed=1)
     ft = rec.finetune
     assert 0 < rec.figures["zero_shot_accuracy"] == ft["zero_shot"] < rec.values["accuracy"]  # half pruned: recovers
-    assert ft["kept"] == "finetuned" and ft["steps_done"] == 40 and ft["held_back_samples"] > 0
-    assert ft["held_back_finetuned"] >= ft["held_back_zero_shot"]
+    assert ft["kept"] == "finetuned" and ft["steps_done"] == 40 and ft["selection"] == "validation"
+    assert ft["selection_finetuned"] >= ft["selection_zero_shot"]
     assert ft["lr"] == 1e-3 and ft["loss_last"] < ft["loss_first"]
-    assert len(env.train) + len(env.held_back) == 23  # digits: 1,437 images in batches of 64, the last 3 held back
+    # digits: 360 validation images, the first fifth (72) judge fine-tuning and the other 288 are reported;
+    # all 23 training batches (1,437 images in batches of 64) are tuned on
+    assert ft["selection_samples"] == 72 == sum(len(t) for _, t in env.selection)
+    assert sum(len(t) for _, t in env.val) == 288 and len(env.train) == 23
+    first_reported = next(iter(env.val))[0]
+    assert not any(torch.equal(first_reported[:1], x[:1]) for x, _ in env.selection)  # apart from the reported data
 
 
-def test_fine_tuning_that_makes_a_trial_worse_is_undone_and_explained(env: TrialEnv) -> None:
+@pytest.mark.parametrize("select_on", ["validation", "held_back"])
+def test_fine_tuning_that_makes_a_trial_worse_is_undone_and_explained(digits_task, select_on: str) -> None:
     """A rate far too high wrecks a lightly compressed network: the trial keeps its weights from before."""
-    recipe = Recipe(
-        quantization=QuantizationConfig(weight_bits=8), distillation=DistillationConfig(steps=20, lr=0.5)
-    )
+    spec = parse_spec({"study": {"name": "t"}, "task": {"name": "digits"}, "search": {"select_on": select_on}})
+    env = TrialEnv.prepare(spec, digits_task)
+    env = with_baseline(env, evaluate_recipe(Recipe(), env, seed=0))
+    recipe = Recipe(quantization=QuantizationConfig(weight_bits=8), distillation=DistillationConfig(steps=20, lr=0.5))
     rec = evaluate_recipe(recipe, env, seed=1)
     ft = rec.finetune
-    assert ft["kept"] == "zero_shot" and ft["held_back_finetuned"] < ft["held_back_zero_shot"]
+    assert ft["kept"] == "zero_shot" and ft["selection_finetuned"] < ft["selection_zero_shot"]
     assert rec.values["accuracy"] == rec.figures["zero_shot_accuracy"] >= env.baseline["accuracy"] - 0.01
     assert "learning rate 0.5 too high" in ft["explanation"] and "kept the weights from before" in ft["why_kept"]
+    assert ft["selection"] == select_on and SELECTION_WORDS[select_on] in ft["why_kept"]
+    if select_on == "held_back":  # the last 3 of digits' 23 training batches, all 360 validation images reported
+        assert len(env.train) + len(env.selection) == 23 and len(env.selection) == 3
+        assert sum(len(t) for _, t in env.val) == 360
 
 
 def test_without_keep_better_a_worse_fine_tune_stands(digits_task) -> None:

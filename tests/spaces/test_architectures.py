@@ -67,7 +67,7 @@ def test_per_group_recipes_round_trip_through_json_and_apply(name: str) -> None:
             ratio=(0.1, 0.4), kind=("structured", "unstructured"), importance=("l1", "l2"), groups=groups
         ),
         quantization=QuantizationSpace(weight_bits=(4, 8, 16, 32), activation_bits=(8, 32), groups=groups),
-    )
+    ).resolved(1e-3)  # the rate a study would derive (find_lr)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=len(name)))
     for _ in range(3):
         recipe = space.sample(study.ask())

@@ -22,7 +22,7 @@ from tradeoff.spaces import (
 SPACES: dict[str, Space] = {
     "pruning": PruningSpace(ratio=(0.1, 0.6)),
     "quantization": QuantizationSpace(weight_bits=(2, 4, 8), activation_bits=(8, 32)),
-    "distillation": DistillationSpace(temperature=(1.0, 8.0), alpha=(0.0, 1.0), steps=5),
+    "distillation": DistillationSpace(temperature=(1.0, 8.0), alpha=(0.0, 1.0), steps=5, lr=1e-3),  # a rate fixed
 }
 
 

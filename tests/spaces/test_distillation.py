@@ -76,12 +76,49 @@ def test_warmup_cosine_rises_then_decays_to_zero_and_constant_stays() -> None:
     assert {DistillationConfig(steps=200, lr=1e-3, schedule="constant").lr_at(s) for s in range(200)} == {1e-3}
 
 
-def test_a_version_1_recipe_reads_back_with_the_behaviour_it_had() -> None:
+def test_older_recipes_read_back_with_the_behaviour_they_had() -> None:
     old = {"version": 1, "temperature": 4.0, "alpha": 0.5, "steps": 200, "lr": 0.001}
     cfg = DistillationConfig.from_dict(old)
-    assert (cfg.batchnorm, cfg.schedule) == ("train", "constant")
-    new = DistillationConfig(batchnorm="frozen", schedule="warmup_cosine")
-    assert DistillationConfig.from_dict(new.to_dict()) == new and new.to_dict()["version"] == 2
+    assert (cfg.batchnorm, cfg.schedule, cfg.adaptive) == ("train", "constant", False)
+    v2 = {**old, "version": 2, "batchnorm": "frozen", "schedule": "warmup_cosine"}
+    assert DistillationConfig.from_dict(v2) == DistillationConfig(batchnorm="frozen", schedule="warmup_cosine")
+    new = DistillationConfig(lr=3e-4, recovery_lr=2e-3)
+    assert DistillationConfig.from_dict(new.to_dict()) == new and new.to_dict()["version"] == 3
+
+
+def test_auto_settles_protection_near_the_teacher_and_recovery_far_from_it() -> None:
+    cfg = DistillationConfig(lr=3e-4, recovery_lr=2e-3)
+    near, far = cfg.settled(near=True), cfg.settled(near=False)
+    assert (near.batchnorm, near.schedule, near.lr) == ("frozen", "warmup_cosine", 3e-4)
+    assert (far.batchnorm, far.schedule, far.lr) == ("train", "constant", 2e-3)
+    fixed = DistillationConfig(lr=3e-4, batchnorm="train", schedule="constant")  # nothing left to decide
+    assert fixed.settled(near=True) is fixed and fixed.settled(near=False) is fixed
+    half = DistillationConfig(lr=3e-4, batchnorm="frozen")  # a fixed part stays as given
+    assert (half.settled(near=False).batchnorm, half.settled(near=False).schedule) == ("frozen", "constant")
+
+
+def test_the_distiller_decides_the_regime_from_the_students_agreement_with_the_teacher(tiny_cnn, tiny_batches) -> None:
+    import copy
+
+    from tradeoff.spaces import NEAR_TEACHER, Distiller, teacher_agreement
+
+    logits = cache_teacher_outputs(tiny_cnn, tiny_batches)
+    ctx = ApplyContext((), train=tiny_batches, teacher_logits=logits, seed=0)
+    cfg = DistillationConfig(steps=3, lr=3e-4)
+    same = Distiller(cfg, copy.deepcopy(tiny_cnn), ctx)  # the teacher itself: as near as can be
+    assert same.agreement == 1.0 and same.near and same.config.batchnorm == "frozen" and same.config.lr == 3e-4
+    wrecked = copy.deepcopy(tiny_cnn)
+    with torch.no_grad():
+        wrecked.head.weight.copy_(wrecked.head.weight.roll(1, 0))  # every answer moved to the next class
+        wrecked.head.bias.copy_(wrecked.head.bias.roll(1, 0))
+    agreement = teacher_agreement(wrecked, ctx)
+    assert agreement is not None and agreement < NEAR_TEACHER
+    far = Distiller(cfg, wrecked, ctx)
+    assert far.agreement == agreement and not far.near
+    assert (far.config.batchnorm, far.config.schedule, far.config.lr) == ("train", "constant", cfg.recovery_lr)
+    assert (
+        Distiller(DistillationConfig(alpha=0.0, steps=3), tiny_cnn, ApplyContext((), train=tiny_batches)).near is None
+    )
 
 
 @pytest.mark.parametrize("batchnorm", ["frozen", "train"])

@@ -55,7 +55,10 @@ def test_exported_model_loads_without_tradeoff_and_scores_like_the_trial(bundle,
     from tests.studies.user_task import make_task
 
     task = make_task()
-    x, y = torch.cat([b[0] for b in task.val]), torch.cat([b[1] for b in task.val])
+    cfg = json.loads((bundle / "config.json").read_text())
+    skip = cfg["provenance"]["accuracy"].get("skipped_first", 0)  # the selection slice, not in the reported figure
+    x, y = torch.cat([b[0] for b in task.val])[skip:], torch.cat([b[1] for b in task.val])[skip:]
+    assert len(y) == cfg["provenance"]["accuracy"]["samples"]
     torch.save({"x": x, "y": y}, tmp_path / "val.pt")
     code = (
         "import sys, torch\n"
@@ -67,7 +70,6 @@ def test_exported_model_loads_without_tradeoff_and_scores_like_the_trial(bundle,
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
-    cfg = json.loads((bundle / "config.json").read_text())
     assert float(done.stdout) == pytest.approx(cfg["values"]["accuracy"], abs=1e-6)
 
 

@@ -52,3 +52,23 @@ def test_an_older_study_reads_under_todays_keys() -> None:
     assert rec.provenance["latency_ms"]["deployable_form"] == "int8"
     assert rec.provenance["latency_ms"]["deployable_backend"] == "fx"
     assert "executed_as" not in record.attrs(old)
+
+
+def test_an_older_studys_fine_tuning_reads_under_todays_keys() -> None:
+    """Before [search] select_on, the selection data was always held-back training batches (held_back_*)."""
+    import optuna
+
+    old = optuna.trial.create_trial(
+        values=list(BASE.values()),
+        user_attrs={
+            "finetune": {
+                "kept": "zero_shot",
+                "batchnorm": "train",
+                "held_back_zero_shot": 0.9,
+                "held_back_finetuned": 0.8,
+            }
+        },
+    )
+    ft = record.finetune_of(old)
+    assert (ft["selection"], ft["selection_zero_shot"], ft["selection_finetuned"]) == ("held_back", 0.9, 0.8)
+    assert record.how_tuned(old) == "train, kept zero-shot"  # no regime then: the BatchNorm mode it had

@@ -213,3 +213,27 @@ def test_an_empty_space_is_the_spaces_own_defaults() -> None:
 
     assert parse_spec({**MINIMAL, "space": {}}).recipe_space() == RecipeSpace()
     assert parse_spec(MINIMAL).recipe_space() == RecipeSpace()
+
+
+def test_fine_tuning_defaults_suit_trained_networks_and_a_fixed_rate_is_every_students() -> None:
+    spec = parse_spec(MINIMAL)
+    d = spec.space.distillation
+    assert (d.lr, d.batchnorm, d.schedule, d.recovery_lr) == ("auto", "auto", "auto", 1e-3)
+    assert spec.search.select_on == "validation" and spec.search.keep_better
+    space = spec.recipe_space().distillation
+    assert space.lr == "auto" and space.recovery_lr == 1e-3
+    fixed = parse_spec({**MINIMAL, "space": {"distillation": {"lr": 3e-4}}}).recipe_space().distillation
+    assert fixed.lr == fixed.recovery_lr == 3e-4  # a user who fixes the rate means it for every student
+    both = parse_spec({**MINIMAL, "space": {"distillation": {"lr": 3e-4, "recovery_lr": 2e-3}}}).recipe_space()
+    assert (both.distillation.lr, both.distillation.recovery_lr) == (3e-4, 2e-3)
+    with pytest.raises(SpecError, match="select_on"):
+        parse_spec({**MINIMAL, "search": {"select_on": "test"}})
+
+
+def test_a_stored_spec_from_before_select_on_reads_as_held_back() -> None:
+    from tradeoff.studies.spec import parse_stored_spec
+
+    stored = parse_spec(MINIMAL).to_dict()
+    assert parse_stored_spec(stored).search.select_on == "validation"  # written today: as written
+    del stored["search"]["select_on"]
+    assert parse_stored_spec(stored).search.select_on == "held_back"  # written before: as it ran

@@ -98,11 +98,11 @@ def test_teacher_outputs_are_computed_once_and_read_back_from_disk(tmp_path, mon
     task = make_task()
     calls = []
     handle = task.model.register_forward_hook(lambda *a: calls.append(1))
-    first = shared_inputs(task, 1)
+    first = shared_inputs(task, 1, select_on="held_back")
     # the teacher ran once on every training batch, the one held back from fine-tuning included
-    assert first.teacher_cache == "computed" and len(calls) == len(first.train) + len(first.held_back) == 4
-    assert len(first.held_back) == 1 and len(first.teacher_logits) == len(first.train) == 3
-    assert teacher_outputs_path(task, first.train + first.held_back).is_file()
+    assert first.teacher_cache == "computed" and len(calls) == len(first.train) + len(first.selection) == 4
+    assert len(first.selection) == 1 and len(first.teacher_logits) == len(first.train) == 3
+    assert teacher_outputs_path(task, first.train + first.selection).is_file()
 
     again = shared_inputs(task, 1)  # e.g. the next study, or `tradeoff export` in another process
     assert again.teacher_cache == "disk" and len(calls) == 4  # the teacher did not run
