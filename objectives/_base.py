@@ -2,7 +2,8 @@
 
 An objective is one of the four figures the study optimises (``accuracy``, ``size_bytes``,
 ``latency_ms``, ``energy_mj``). Each returns a :class:`Measurement` that says whether the value was
-*measured* on the target or *estimated* by a documented model, and how. Nothing here knows about
+*measured* on the target, *computed* exactly from the model (size, MACs: arithmetic, no
+approximation), or *estimated* by a documented model (energy without counters), and how. Nothing here knows about
 Optuna or about how the model was compressed: the caller hands over the model and an
 :class:`EvalContext` holding everything else (data, bit-widths, thread count, reference model).
 """
@@ -23,12 +24,12 @@ from torch import nn
 
 from .profile import ModelProfile, profile
 
-Source = Literal["measured", "estimated"]
+Source = Literal["measured", "computed", "estimated"]
 Direction = Literal["maximize", "minimize"]
 Batch = tuple[Any, torch.Tensor]
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
-SOURCES: tuple[str, ...] = ("measured", "estimated")
+SOURCES: tuple[str, ...] = ("measured", "computed", "estimated")  # one vocabulary everywhere (issue 27)
 
 
 def as_args(inputs: Any) -> tuple[Any, ...]:
@@ -88,7 +89,8 @@ class Measurement:
     Args:
         value: The figure, in ``unit``.
         unit: Unit of ``value`` (e.g. ``"ms"``, ``"bytes"``, ``"mJ"``, ``"fraction"``).
-        source: ``"measured"`` on the target, or ``"estimated"`` by a documented model.
+        source: ``"measured"`` on the target, ``"computed"`` exactly from the model, or ``"estimated"``
+            by a documented model.
         method: How, in a few words (e.g. ``"torch.utils.benchmark, median of blocks"``).
         details: Anything else a reader needs to trust it (repeats, spread, device, model name).
 

@@ -33,7 +33,7 @@ _METHODS = {  # the provenance "method" of each figure: how it was computed
 class Complexity(Objective):
     """One structural figure as the complexity objective (the spec picks which; default size).
 
-    Computed from the model's structure, never timed: ``source`` is ``"estimated"`` with the
+    Computed from the model's structure, never timed: ``source`` is ``"computed"`` with the
     method saying how (see :mod:`tradeoff.objectives.profile` for the size model).
 
     Example:
@@ -51,12 +51,12 @@ class Complexity(Objective):
         self.unit = _UNITS[figure]
 
     def measure(self, model: nn.Module, ctx: EvalContext) -> Measurement:
-        """The chosen figure of ``model`` at ``ctx``'s widths, labelled ``estimated``."""
+        """The chosen figure of ``model`` at ``ctx``'s widths, labelled ``computed``."""
         if self.name == "size_bytes":  # needs no forward pass
             value = size_bytes(model, ctx.weight_bits)
         else:
             value = ctx.profile(model).figures()[self.name]
-        return Measurement(float(value), self.unit, "estimated", _METHODS[self.name], {"model": "tradeoff.size/v1"})
+        return Measurement(float(value), self.unit, "computed", _METHODS[self.name], {"model": "tradeoff.size/v1"})
 
 
 class SizeBytes(Complexity):

@@ -156,7 +156,8 @@ def print_front(study: optuna.Study, entries: list[FrontEntry], knee: int) -> No
     complexity = objective_names_of(study)[1]
     table = _table(
         f"Pareto front of {study.study_name}: {len(entries)} feasible trials, lowest cost first",
-        "* knee point · b baseline · prune = channel ratio removed · wb/ab = weight/activation bits · tuned = "
+        "* knee point · b baseline · ! deployable form's accuracy more than half a point from the scored model's "
+        "· prune = channel ratio removed · wb/ab = weight/activation bits · tuned = "
         "fine-tuning regime (near/far from the teacher)",
         *(
             "trial",
@@ -179,6 +180,7 @@ def print_front(study: optuna.Study, entries: list[FrontEntry], knee: int) -> No
         p, q, d = r.get("pruning", {}), r.get("quantization", {}), r.get("distillation", {})
         distils = d.get("steps", 0) > 0
         marks = ("*" if e.trial.number == knee else "") + ("b" if record.is_baseline(e.trial) else "")
+        marks += "!" if record.gap_flagged(e.trial) else ""
         table.add_row(
             f"{e.trial.number}{marks}",
             f"{p.get('ratio', 0):.2f}",
@@ -200,13 +202,22 @@ def print_front_notes(hypervolume: float, entries: list[FrontEntry]) -> None:
     """The lines under the front table: its hypervolume, how each objective was obtained, and why a
     trial's fine-tuning was undone or its accuracy fell (``finetune.why_kept``, ``finetune.explanation``)."""
     for e in entries:
+        if record.gap_flagged(e.trial):
+            f = record.attrs(e.trial).get(record.FIGURES, {})
+            out.print(
+                f"#{e.trial.number}: accuracy {f['deployable_accuracy']:.4f} on the deployable form (the front's), "
+                f"{f['scored_accuracy']:.4f} on the scored model",
+                style="yellow",
+                highlight=False,
+            )
         ft = record.finetune_of(e.trial)
         for key in ("why_kept", "explanation"):
             if ft.get(key):
                 out.print(f"#{e.trial.number}: {ft[key]}", style="dim", highlight=False)
     out.print(f"hypervolume {hypervolume:.4f} in the baseline-normalised space")
     out.print(
-        "accuracy measured on the validation samples not kept apart for selection ([search] select_on); complexity computed at the chosen bit-widths; latency measured "
+        "accuracy measured on the validation samples not kept apart for selection ([search] select_on), on the "
+        "deployable form where the recipe quantizes; complexity computed at the chosen bit-widths; latency measured "
         "on the deployable form (see deployable_form), interleaved with the baseline; energy " + energy_note(entries),
         style="dim",
     )
@@ -278,6 +289,13 @@ def print_summary(data: dict[str, Any]) -> None:
     out.print(f"objectives: {', '.join(data['objectives'])} · weights {data['weights']}")
     if data["constraints"]:
         out.print(f"constraints: {data['constraints']}")
+    if data["accuracy_gaps"]:
+        listed = ", ".join(f"#{g['trial']} ({100 * g['gap']:+.1f} pt)" for g in data["accuracy_gaps"])
+        out.print(
+            f"[yellow]accuracy of the deployable form differs from the scored model's by more than "
+            f"{100 * record.ACCURACY_GAP_FLAG:.1f} point[/]: {listed}",
+            highlight=False,
+        )
     if data["least_violating"]:
         return  # the caller lists the least-violating trials instead of a front
     hv = data["hypervolume"]

@@ -142,6 +142,12 @@ def study_summary(s: optuna.Study, weights: str | None) -> tuple[dict[str, Any],
         "best_cost": front[0].as_json() if front else None,
         "knee": pick(s, "knee", w).as_json() if front else None,
         "least_violating": [v.as_json() for v in least],
+        # completed trials whose deployable form's accuracy is more than half a point from the scored model's
+        "accuracy_gaps": [
+            {"trial": t.number, "gap": record.accuracy_gap(t)}
+            for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if record.gap_flagged(t)
+        ],
         "spec": spec.to_dict(),
     }
     return data, feas, least

@@ -29,6 +29,7 @@ from tradeoff.spaces import (
     NEAR_TEACHER,
     ApplyContext,
     Compression,
+    FixedBatch,
     LrFinding,
     Recipe,
     cache_teacher_outputs,
@@ -172,11 +173,11 @@ def evaluate_recipe(
     trial.measure_deployable(latency_of)  # complexity, latency, energy: fine-tuning changes none of them
     trial.measure_zero_shot()  # accuracy before fine-tuning: what fine-tuning must not make worse
     if screen and (zero_shot := trial.screen()) is not None:
-        return trial.record(trial.snapshot, zero_shot, screened=True)
+        return trial.record(trial.snapshot, trial.on_target(trial.snapshot, zero_shot), screened=True)
     if (at_rung := trial.distil_through(rungs, on_rung)) is not None:
         return trial.record(trial.snapshot, at_rung, stopped=True)
     scored, accuracy = trial.finish()
-    return trial.record(scored, accuracy)
+    return trial.record(scored, trial.on_target(scored, accuracy))
 
 
 class _Trial:
@@ -192,6 +193,7 @@ class _Trial:
         self.measure_s = 0.0  # seconds spent measuring, added up phase by phase
         self.finetune: dict[str, Any] = {}  # how fine-tuning went: zero-shot figures, the weights kept, why
         self.zero_shot: Measurement | None = None  # the snapshot's accuracy on the reported validation data
+        self.two_accuracies: dict[str, Any] = {}  # the scored model's and the deployable form's (on_target)
         # set by measure_deployable:
         self.ctx: EvalContext
         self.cheap_names: tuple[str, ...]
@@ -373,6 +375,46 @@ class _Trial:
             ft.setdefault("explanation", explain_drop(self.stages.losses, lr, before=before, after=after, where=where))
         return scored, accuracy
 
+    def on_target(self, scored: nn.Module, accuracy: Measurement) -> Measurement:
+        """The accuracy of the program that runs: the deployable form of ``scored`` on the same validation
+        data, at the batch size it was built and timed at (:class:`~tradeoff.spaces.FixedBatch`).
+
+        A quantized recipe's accuracy is scored on a simulation (weights on their grid, activations
+        fake-quantized in fp32), its latency on the deployable form, whose int8 activation ranges are
+        calibrated anew (7 bits on CPUs without VNNI) and whose kernels round differently; this measures
+        how far apart the two are, and the front takes the deployable form's figure (docs/DESIGN.md,
+        "Deployable form and honesty"). The deployable form built before fine-tuning serves when the
+        weights are still those (screened, kept zero-shot, no steps); otherwise it is built again from
+        the final weights. Recipes without quantization execute the scored model itself: unchanged.
+        """
+        if self.is_baseline or self.recipe.quantization.is_identity:
+            return accuracy
+        same_weights = scored is self.snapshot or self.stages.steps_done == 0  # the weights the snapshot was built on
+        deployed = self.deployed if same_weights else self.stages.deploy(scored)
+        batch = int(self.env.example_inputs[0].shape[0])
+        on = self.score(FixedBatch(deployed.module, batch), self.ctx)
+        gap = on.value - accuracy.value
+        self.two_accuracies = {
+            "scored_accuracy": accuracy.value,
+            "deployable_accuracy": on.value,
+            "accuracy_gap": gap,
+        }
+        return Measurement(
+            on.value,
+            accuracy.unit,
+            "measured",
+            f"task metric on the deployable form ({deployed.form}, {deployed.backend}) at batch {batch}",
+            {
+                **on.details,
+                "scored_accuracy": accuracy.value,
+                "accuracy_gap": gap,
+                "accuracy_of": "deployable",
+                "deployable_form": deployed.form,
+                "deployable_backend": deployed.backend,
+                "accuracy_batch": batch,
+            },
+        )
+
     def record(
         self,
         scored: nn.Module,
@@ -394,6 +436,7 @@ class _Trial:
         figures = _figures(ctx.profile(scored).figures(), values["accuracy"], measured)
         if self.zero_shot is not None:
             figures["zero_shot_accuracy"] = self.zero_shot.value
+        figures.update(self.two_accuracies)
         self.measure_s += time.perf_counter() - t0
         seconds = {**self.stages.seconds, "measure": self.measure_s}
         return TrialRecord(

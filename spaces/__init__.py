@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._base import ApplyContext, Config, Space, as_args, torch_threads
 from .cpu import cpu_capabilities, has_vnni, supports_float16
-from .deploy import BACKENDS, Deployable, deployable_form
+from .deploy import BACKENDS, Deployable, FixedBatch, deployable_form
 from .distillation import (
     AUTO,
     BATCHNORMS,
@@ -60,6 +60,7 @@ __all__ = [
     "DistillationConfig",
     "DistillationSpace",
     "Distiller",
+    "FixedBatch",
     "LrFinding",
     "PruningConfig",
     "PruningSpace",

@@ -68,6 +68,7 @@ __all__ = [
     "BACKENDS",
     "DeployError",
     "Deployable",
+    "FixedBatch",
     "auto_backend",
     "deployable_form",
     "reset_auto_backend",
@@ -147,6 +148,38 @@ def _check_arguments(
         if isinstance(bits, bool) or bits not in WEIGHT_BITS:
             raise ValueError(f"weight_bits[{name!r}] must be one of {list(WEIGHT_BITS)}, got {bits!r}.")
     return layers
+
+
+class FixedBatch(nn.Module):
+    """Runs ``module`` only at the batch size it was built for: inputs of any batch are cut into
+    chunks of ``batch`` samples, the last one padded by repeating its first sample, and the outputs
+    of the padding dropped.
+
+    A compiled int8 form recompiles at a new batch size, and inductor's quantized-conv lowering can
+    then fail (a channels-last stride mismatch, issue 27); scoring it at the batch it was timed at
+    measures the program that was timed.
+
+    Example:
+        >>> run = FixedBatch(nn.Linear(3, 2), 4)
+        >>> run(torch.randn(10, 3)).shape
+        torch.Size([10, 2])
+    """
+
+    def __init__(self, module: nn.Module | Callable[..., Any], batch: int) -> None:
+        super().__init__()
+        self.__dict__["module"] = module  # not a submodule: a compiled or converted graph may refuse .eval()
+        self.batch = batch
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        n = int(args[0].shape[0])
+        outs = []
+        for start in range(0, n, self.batch):
+            chunk = [a[start : start + self.batch] for a in args]
+            short = self.batch - int(chunk[0].shape[0])
+            if short:
+                chunk = [torch.cat([c, c[:1].expand(short, *c.shape[1:])]) for c in chunk]
+            outs.append(self.module(*chunk)[: self.batch - short])
+        return torch.cat(outs)
 
 
 # --------------------------------------------------------------------------- the public entry point

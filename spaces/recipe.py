@@ -199,6 +199,11 @@ class Compression:
             baked = self.recipe.quantization.bake_(copy.deepcopy(self.student)).eval()
             return baked, self.recipe.quantization.deploy(baked, self.ctx)
 
+    def deploy(self, scored: nn.Module) -> Deployable:
+        """The deployable form of a baked model (the finished student), built as :meth:`snapshot` builds it."""
+        with _timed(self.seconds, "deploy"), torch.random.fork_rng(devices=[]):
+            return self.recipe.quantization.deploy(scored, self.ctx)
+
     def distil_to(self, steps: int) -> nn.Module:
         """Fine-tune until ``steps`` of the recipe's distillation steps are done (capped at all of them)."""
         cfg = self.recipe.distillation

@@ -162,6 +162,27 @@ def finetune_of(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return ft
 
 
+ACCURACY_GAP_FLAG = 0.005  # half a point between the scored model's and the deployable form's accuracy: shown
+
+
+def accuracy_gap(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The deployable form's accuracy less the scored model's (``figures.accuracy_gap``), ``None``
+    when only one was measured (no quantization, the baseline, a study from before issue 27).
+
+    Example:
+        >>> accuracy_gap(optuna.trial.create_trial(value=1.0, user_attrs={FIGURES: {"accuracy_gap": -0.01}}))
+        -0.01
+    """
+    gap = (attrs(trial).get(FIGURES) or {}).get("accuracy_gap")
+    return None if gap is None else float(gap)
+
+
+def gap_flagged(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the two accuracies of a trial differ by more than :data:`ACCURACY_GAP_FLAG`."""
+    gap = accuracy_gap(trial)
+    return gap is not None and abs(gap) > ACCURACY_GAP_FLAG
+
+
 def how_tuned(trial: optuna.trial.FrozenTrial) -> str:
     """One word or two on a trial's fine-tuning, for tables: its regime, and ``kept zero-shot`` when
     fine-tuning was undone; ``-`` when it was not fine-tuned (the baseline, ``steps = 0``, screened).

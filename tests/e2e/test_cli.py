@@ -85,7 +85,12 @@ def test_export_bundle_and_apply_round_trip(demo_dir: Path) -> None:
         assert field in cfg, field
     assert cfg["format"] == "tradeoff.config/2" and cfg["study"] == "digits-demo" and cfg["pick"] == "knee"
     for name in ("accuracy", "size_bytes", "latency_ms", "energy_mj"):
-        assert cfg["provenance"][name]["source"] in ("measured", "estimated")
+        assert (
+            cfg["provenance"][name]["source"]
+            == {"accuracy": "measured", "size_bytes": "computed", "latency_ms": "measured", "energy_mj": "estimated"}[
+                name
+            ]
+        )
     assert (demo_dir / "best" / "model.pt2").exists() and (demo_dir / "best" / "report.html").exists()
 
     applied = run("apply", "best/config.json", "--task", "digits", "--out", "again.pt2", cwd=demo_dir)
@@ -150,6 +155,32 @@ def test_pareto_and_show_list_the_least_violating_trials_when_none_is_feasible(t
     assert [e["trial"] for e in data["least_violating"]] == [1, 3, 2, 4]
     summary = runner.invoke(app, ["show", "fake", "--storage", url], env={"COLUMNS": "200"})
     assert summary.exit_code == 0 and "no trial meets the constraints" in summary.stdout
+
+
+def test_pareto_and_show_flag_trials_whose_deployable_form_scores_apart(tmp_path: Path) -> None:
+    from tests.studies.fake_study import BASE, fake_study
+
+    url = f"sqlite:///{tmp_path / 'gap.db'}"
+    small = {**BASE, "size_bytes": 400.0}
+    smaller = {**BASE, "accuracy": 0.88, "size_bytes": 300.0}
+    two = {"scored_accuracy": 0.9, "deployable_accuracy": 0.9}
+    fake_study(
+        [small, smaller],
+        storage=url,
+        figures={1: {**two, "accuracy_gap": 0.002}, 2: {**two, "deployable_accuracy": 0.88, "accuracy_gap": -0.02}},
+    )
+    runner = CliRunner()
+    shown = runner.invoke(app, ["pareto", "fake", "--storage", url], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    flagged = [line.split()[0] for line in shown.stdout.splitlines() if line.split() and "!" in line.split()[0]]
+    assert [f.replace("*", "") for f in flagged] == [
+        "2!"
+    ]  # 2 points apart; trial 1's 0.2 points is within half a point
+    assert "#2: accuracy 0.8800 on the deployable form (the front's), 0.9000 on the scored model" in shown.stdout
+    summary = runner.invoke(app, ["show", "fake", "--storage", url], env={"COLUMNS": "200"})
+    assert "differs from the scored model's by more than 0.5 point: #2 (-2.0 pt)" in " ".join(summary.stdout.split())
+    data = json.loads(runner.invoke(app, ["show", "fake", "--storage", url, "--json"]).stdout)
+    assert data["accuracy_gaps"] == [{"trial": 2, "gap": -0.02}]
 
 
 def test_relaunching_the_demo_resumes_and_runs_nothing_more(demo_dir: Path) -> None:

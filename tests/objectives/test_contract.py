@@ -29,7 +29,7 @@ def test_measure_returns_a_finite_value_with_provenance(objective: Objective, ti
     assert isinstance(m, Measurement)
     assert math.isfinite(m.value) and m.value >= 0
     prov = m.provenance()
-    assert prov["source"] in ("measured", "estimated")
+    assert prov["source"] in ("measured", "computed", "estimated")
     assert prov["method"] and prov["unit"] == objective.unit
 
 

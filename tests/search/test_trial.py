@@ -50,11 +50,28 @@ def test_compressed_trial_is_smaller_cheaper_and_says_how_each_figure_was_obtain
     lat = rec.provenance["latency_ms"]
     assert lat["deployable_form"] == rec.deployable_form == "int8"  # 4-bit weights, 8-bit activations: int8 kernels
     assert lat["deployable_backend"] in ("inductor", "fx") and "int8" in lat["deployable_note"]
-    assert rec.provenance["size_bytes"]["source"] == "estimated"
+    assert rec.provenance["size_bytes"]["source"] == "computed"  # exact arithmetic on the packed widths
     assert rec.provenance["energy_mj"]["source"] == "estimated"
     assert rec.values["latency_ms"] == pytest.approx(base["latency_ms"] * rec.figures["latency_ratio"])
     assert set(rec.seconds) == {"prune", "quantize", "distil", "deploy", "measure"}
     assert rec.recipe == recipe.to_dict()
+    # the accuracy on the front is the program's that runs, scored at the batch it was built for (issue 27)
+    acc, f = rec.provenance["accuracy"], rec.figures
+    assert acc["accuracy_of"] == "deployable" and acc["deployable_form"] == "int8" and acc["accuracy_batch"] == 1
+    assert (
+        rec.values["accuracy"]
+        == f["deployable_accuracy"]
+        == f["accuracy"]
+        == acc["scored_accuracy"] + f["accuracy_gap"]
+    )
+    assert f["scored_accuracy"] == acc["scored_accuracy"] and abs(f["accuracy_gap"]) < 0.05
+
+
+def test_a_recipe_without_quantization_has_one_accuracy(env: TrialEnv) -> None:
+    rec = evaluate_recipe(
+        Recipe(pruning=PruningConfig(ratio=0.25), distillation=DistillationConfig(steps=5)), env, seed=1
+    )
+    assert "deployable_accuracy" not in rec.figures and "accuracy_of" not in rec.provenance["accuracy"]
 
 
 def test_batch_size_of_the_target_is_honoured() -> None:

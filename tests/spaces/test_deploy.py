@@ -436,3 +436,20 @@ def test_grid_scale_finds_the_grid_baked_weights_sit_on(bits: int) -> None:
     assert codes.abs().max() <= qmax + 1e-4
     torch.testing.assert_close(codes, codes.round(), atol=1e-3, rtol=0)
     assert _int8_base.grid_scale(torch.randn(6, 5, 3, 3)) is None  # unbaked weights: the observer's own scale
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 9])
+def test_fixed_batch_runs_a_module_only_at_its_batch_whatever_it_is_given(n: int) -> None:
+    from tradeoff.spaces import FixedBatch
+
+    seen = []
+    net = torch.nn.Linear(3, 2)
+
+    def at_four(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return net(x)
+
+    x = torch.randn(n, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(FixedBatch(at_four, 4)(x), net(x))
+    assert set(seen) == {4} and len(seen) == -(-n // 4)

@@ -19,6 +19,7 @@ def fake_study(
     max_drop: float | None = 0.05,
     constraints: dict[str, float] | None = None,
     storage: str | None = None,
+    figures: dict[int, dict[str, float]] | None = None,  # extra figures of candidate i (1-based), e.g. accuracy_gap
 ) -> optuna.Study:
     """A study of the baseline ``BASE`` and ``candidates``; ``constraints`` (the spec's table) replaces
     the default accuracy-drop limit ``max_drop``."""
@@ -46,7 +47,7 @@ def fake_study(
             role="baseline" if i == 0 else "candidate",
             recipe=Recipe(pruning=PruningConfig(ratio=0.1 * min(i, 9))).to_dict(),
             values=values,
-            figures={"params": 100 - i},
+            figures={"params": 100 - i, **(figures or {}).get(i, {})},
             provenance={n: {"source": "measured", "method": "test"} for n in OBJECTIVE_NAMES},
             constraints=constraint_values(values, BASE, limits),
             seconds={"distil": 1.0},
