@@ -89,6 +89,9 @@ class Deployable:
         seconds: Time to build it, compile and warm-up included.
         note: Why this form, and anything that differs from the chosen widths.
         int8_layers: Conv/linear layers (module names) that execute in int8.
+        program: The same form before compilation, which ``torch.export`` can save and plain torch
+            loads (the export bundle's ``deployable.pt2``): the converted PT2E graph for int8 through
+            inductor, the cast module for 16 bits, the model for fp32; ``None`` for fx int8.
     """
 
     module: nn.Module | Callable[..., Any]
@@ -97,6 +100,7 @@ class Deployable:
     seconds: float
     note: str
     int8_layers: tuple[str, ...] = ()
+    program: nn.Module | None = None
 
 
 class _Cast(nn.Module):
@@ -245,7 +249,9 @@ def deployable_form(
         if reason is None:
             built = build_int8(model, low, half, layers, example_inputs, calibration, threads, backend)
             seconds = time.perf_counter() - start
-            return Deployable(built.module, built.form, built.backend, seconds, built.note, built.int8_layers)
+            return Deployable(
+                built.module, built.form, built.backend, seconds, built.note, built.int8_layers, built.program
+            )
         return _fp32(model, start, f"{reason}; weights stay on their grid")
 
     return _without_int8(model, low, half, layers, activation_bits, float16, device, start)
@@ -282,7 +288,8 @@ def _without_int8(
 
 
 def _fp32(model: nn.Module, start: float, note: str) -> Deployable:
-    return Deployable(model.eval(), "fp32", "eager", time.perf_counter() - start, note)
+    model = model.eval()
+    return Deployable(model, "fp32", "eager", time.perf_counter() - start, note, program=model)
 
 
 def _half(
@@ -300,4 +307,4 @@ def _half(
             setattr(parent, child, _Cast(getattr(parent, child), dtype))
         form = f"{kind}+fp32"
     notes.append(f"{len(half)} of {len(layers)} conv/linear layers in {kind}")
-    return Deployable(module, form, "eager", time.perf_counter() - start, "; ".join(notes))
+    return Deployable(module, form, "eager", time.perf_counter() - start, "; ".join(notes), program=module)

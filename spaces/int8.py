@@ -142,19 +142,24 @@ def _at_least_batch(inputs: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Ten
 class _Compiled(nn.Module):
     """Calls an inductor-compiled module without autograd, compiling with ``freezing`` on.
 
-    Inductor compiles at the first call and again at the first call with new input shapes or a new
-    thread count (dynamo guards on both). Batch sizes fall in ranges that share a graph: a warm-up
-    at batch 1 specialises to 1; then 2-15 and 16+ compile a dynamic-batch graph each, once. Those
-    calls run under ``freezing=True``, set for the call and restored after: without it the int8 graph
-    stays q/dq around fp32 ops and is no faster than fp32. Calls at shapes and thread counts already
-    compiled pay only a lookup. ``.eval()``/``.train()`` do not reach the compiled graph.
+    Inductor compiles at the first call and again at the first call with a new batch size or a new
+    thread count (dynamo guards on both). Every batch size gets a static graph of its own
+    (``dynamic=False``): a dynamic-batch graph, which dynamo makes by default at the second batch
+    size, fails in inductor's quantized-conv lowering (a channels-last stride assertion, issue 27).
+    Dynamo compiles at most ``torch._dynamo.config.recompile_limit`` (8) of them per graph, and runs
+    the converted graph uncompiled after that. Compiling calls run under ``freezing=True``, set for
+    the call and restored after: without it the int8 graph stays q/dq around fp32 ops and is no faster
+    than fp32. Calls at shapes and thread counts already compiled pay only a lookup.
+    ``.eval()``/``.train()`` do not reach the compiled graph. ``program`` is the converted PT2E graph
+    it compiles, before compilation: what ``torch.export`` can save.
     """
 
-    def __init__(self, compiled: Callable[..., Any]) -> None:
+    def __init__(self, compiled: Callable[..., Any], program: nn.Module | None = None) -> None:
         super().__init__()
-        # Not a registered submodule: a converted PT2E graph raises on .eval()/.train(), which
+        # Not registered submodules: a converted PT2E graph raises on .eval()/.train(), which
         # latency harnesses call, and re-tracing it after compile would recompile without freezing.
         self.__dict__["compiled"] = compiled
+        self.__dict__["program"] = program
         self._compiled_shapes: set[tuple[Any, ...]] = set()
 
     def forward(self, *args: Any) -> Any:
@@ -184,6 +189,8 @@ class Int8Form:
         backend: ``"inductor"`` or ``"fx"``.
         note: Why this form, and anything that differs from the chosen widths.
         int8_layers: Conv/linear layers (module names) that execute in int8.
+        program: The form before compilation, for ``torch.export`` (the converted PT2E graph);
+            ``None`` for fx, whose eager quantized modules ``torch.export`` does not take.
     """
 
     module: nn.Module
@@ -191,6 +198,7 @@ class Int8Form:
     backend: str
     note: str
     int8_layers: tuple[str, ...]
+    program: nn.Module | None = None
 
 
 def build_int8(
@@ -271,7 +279,7 @@ def _int8_form(
     else:
         notes.insert(0, f"all {len(layers)} conv/linear layers in int8")
     form = "int8" if not fp32_layers else "int8+fp32"
-    return Int8Form(module, form, backend, "; ".join(notes), int8_layers)
+    return Int8Form(module, form, backend, "; ".join(notes), int8_layers, getattr(module, "program", None))
 
 
 # --------------------------------------------------------------------------- PT2E + inductor
@@ -352,7 +360,7 @@ def _inductor(
     # and with the thread count pinned, since inductor bakes it into the code it generates.
     compile_start = time.perf_counter()
     try:
-        compiled = _Compiled(torch.compile(converted))
+        compiled = _Compiled(torch.compile(converted, dynamic=False), program=converted)
         warm_up(compiled, example_inputs, threads)
     except Exception as exc:
         raise _CompileFailed(brief(exc)) from exc

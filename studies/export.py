@@ -6,8 +6,15 @@ failure never leaves half a bundle):
 * ``config.json`` (format ``tradeoff.config/2``): the recipe and seed, the four values, the
   baseline's, cost, weights and pick rule, constraints, provenance of every figure, the spec, the
   teacher's weights hash, versions, and the figures of the model as rebuilt for the bundle;
-* ``model.pt2``: the compressed model as a ``torch.export`` program; it loads with plain torch
-  (``torch.export.load("model.pt2").module()``), without tradeoff, any batch size;
+* ``deployable.pt2``: the program that was timed, as a ``torch.export`` program that plain torch
+  loads at any batch size (``torch.export.load("deployable.pt2").module()``, after importing
+  ``torch.ao.quantization.fx._decomposed``, which registers its quantize/dequantize ops): for int8 the
+  converted PT2E graph (quantize/dequantize around the convs, fp32 arithmetic until compiled:
+  ``torch.compile(..., dynamic=False)`` under inductor's ``freezing`` turns it into the int8
+  kernels that were timed), for 16 bits the cast model, for fp32 the model; absent for the fx int8
+  backend, whose eager quantized modules ``torch.export`` cannot take (the README says so);
+* ``scored_model.pt2``: the simulation the accuracy search scored (weights on their quantized grid,
+  activations fake-quantized, computed in fp32), the same way;
 * ``state_dict.pt``: its plain state dict; ``packed_weights.pt``: the weights packed at their
   bit-widths (what ``size_bytes`` counts);
 * ``README.md``: how to load it and what was measured; ``report.html``: the front, this trial marked.
@@ -33,8 +40,8 @@ import optuna
 import torch
 from torch import nn
 
-from tradeoff.objectives import Weights, evaluate, packed_state_dict, profile
-from tradeoff.spaces import ApplyContext, Compressed, Recipe, compress, torch_threads
+from tradeoff.objectives import Weights, evaluate, measure_latency, packed_state_dict, profile
+from tradeoff.spaces import ApplyContext, Compressed, FixedBatch, Recipe, compress, torch_threads
 
 from . import record
 from .report import write_report
@@ -47,6 +54,9 @@ from .teachers import weights_sha256
 CONFIG_FORMAT = "tradeoff.config/2"  # /2: executed_as renamed deployable_form
 READABLE_CONFIG_FORMATS = ("tradeoff.config/1", CONFIG_FORMAT)  # apply reads neither renamed field
 ACCURACY_TOLERANCE = 0.005  # same seed and data: equal up to reordered float sums across machines
+# latency ratio to the teacher, timed side by side: two runs on this shared 2-core machine differ by up
+# to ~20 % (docs/BENCHMARKS.md, "Latency repeatability"), so a ratio a quarter off says the program is another
+LATENCY_RATIO_TOLERANCE = 0.25
 EXPORT_BATCH = 2  # trace at batch >= 2 with a dynamic batch dim: batch 1 would be specialised away
 
 
@@ -77,7 +87,13 @@ class Rebuilt:
 
 
 def rebuild(
-    spec: Spec, recipe: dict[str, Any], seed: int | None, *, task: Task | None = None, kept: str = "finetuned"
+    spec: Spec,
+    recipe: dict[str, Any],
+    seed: int | None,
+    *,
+    task: Task | None = None,
+    kept: str = "finetuned",
+    deploy: bool = False,  # build the deployable form too (the bundle carries it): compiles, seconds
 ) -> Rebuilt:
     """Re-apply ``recipe`` with ``seed`` to the spec's task (or ``task``) and measure the exact figures.
 
@@ -85,7 +101,8 @@ def rebuild(
     the model is rebuilt without fine-tuning. The data is split as the study split it (``[search]
     select_on``): fine-tuned on the same batches, accuracy scored on the same validation samples. A
     recipe written before any data was kept apart (distillation config version 1) is re-applied on
-    all the training batches and scored on the whole validation set, as it was then.
+    all the training batches and scored on the whole validation set, as it was then. With ``deploy``
+    the deployable form is built as the trial built it and scored too (``deployable_accuracy``).
     """
     task = task or load_task(spec.task.name, spec.task.kwargs)
     parsed = Recipe.from_dict(recipe)
@@ -94,10 +111,20 @@ def rebuild(
     select_on = spec.search.select_on if (recipe.get("distillation") or {}).get("version", 1) >= 2 else None
     with torch_threads(spec.target.threads):  # as the trial ran: the fine-tuned weights depend on it
         shared = shared_inputs(task, spec.target.batch_size, select_on=select_on, select_size=spec.search.rung_val_size)
-        ctx = ApplyContext(shared.example_inputs, shared.train, shared.teacher_logits, seed)
-        compressed = compress(parsed, task.model, ctx, deploy=False)  # export needs no timing
+        ctx = ApplyContext(
+            shared.example_inputs,
+            shared.train,
+            shared.teacher_logits,
+            seed,
+            threads=spec.target.threads,
+            backend=spec.target.backend,
+        )
+        compressed = compress(parsed, task.model, ctx, deploy=deploy)
         prof = profile(compressed.scored, shared.example_inputs, compressed.weight_bits, compressed.activation_bits)
         figures = {"accuracy": evaluate(compressed.scored, shared.val, task.metric), **prof.figures()}
+        if deploy and not parsed.quantization.is_identity:  # as the trial scored it: at the batch it was built for
+            run = FixedBatch(compressed.deployable.module, int(shared.example_inputs[0].shape[0]))
+            figures["deployable_accuracy"] = evaluate(run, shared.val, task.metric)
     return Rebuilt(task, compressed, shared.example_inputs, figures, weights_sha256(task.model))
 
 
@@ -105,16 +132,25 @@ def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -
     """``torch.export`` the model with a dynamic batch dimension."""
     inputs = at_batch_size(example_inputs, EXPORT_BATCH)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    if not isinstance(model, torch.fx.GraphModule):  # a converted PT2E graph refuses .eval(): it has no modes
+        model = model.eval()
     with torch.no_grad():
-        return torch.export.export(model.eval(), inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
+        return torch.export.export(model, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
 
 
 def compare(exported: dict[str, Any], rebuilt: Rebuilt) -> list[dict[str, Any]]:
     """Rows of exported vs rebuilt figures with their tolerance and verdict."""
     rows = []
     trial_figures = exported.get("figures", {})
-    for name, tol in (("accuracy", ACCURACY_TOLERANCE), ("size_bytes", 0.0), ("macs", 0.0), ("params", 0.0)):
-        if name not in trial_figures:
+    checks = (
+        ("accuracy", ACCURACY_TOLERANCE),
+        ("deployable_accuracy", ACCURACY_TOLERANCE),
+        ("size_bytes", 0.0),
+        ("macs", 0.0),
+        ("params", 0.0),
+    )
+    for name, tol in checks:
+        if name not in trial_figures or name not in rebuilt.figures:
             continue
         # the rebuilt model is the scored one: its accuracy is compared with the trial's scored accuracy (the
         # trial's value is the deployable form's where the two differ)
@@ -127,26 +163,77 @@ def compare(exported: dict[str, Any], rebuilt: Rebuilt) -> list[dict[str, Any]]:
 def _readme(config: dict[str, Any]) -> str:
     v, b, names = config["values"], config["baseline"], list(config["values"])
     prov = config["provenance"]
+    form, files, f = config.get("deployable_form"), config.get("files", {}), config.get("figures", {})
+    lat = prov.get("latency_ms", {})
+    backend, batch = lat.get("deployable_backend", "?"), lat.get("batch_size", "?")
     lines = [
         f"# {config['study']}: trial {config['trial']} ({config['pick']})",
         "",
-        "Load the compressed model with plain PyTorch (tradeoff not needed):",
+        "Which file is which, and which figures belong to it:",
+        "",
+        "| file | what it is | its figures below |",
+        "|---|---|---|",
+    ]
+    if "deployable" in files:
+        lines.append(
+            f"| `deployable.pt2` | the program that was timed (`deployable_form` {form}, run by {backend}): "
+            + (
+                "the converted int8 graph, quantize/dequantize around fp32 ops until compiled as below"
+                if form and form.startswith("int8")
+                else "the model as it executes"
+            )
+            + " | latency, energy"
+            + (
+                f"; accuracy {f['deployable_accuracy']:.4f} (the front's)"
+                if "deployable_accuracy" in f
+                else "; accuracy"
+            )
+            + " |"
+        )
+    lines += [
+        "| `scored_model.pt2` | the simulation the search scored: weights on their quantized grid, activations "
+        "fake-quantized at the chosen width, computed in fp32 | "
+        + (f"accuracy {f['scored_accuracy']:.4f} (scored)" if "scored_accuracy" in f else "accuracy")
+        + "; size (of `packed_weights.pt`) |",
+        "| `state_dict.pt` | the scored model's plain state dict | - |",
+        "| `packed_weights.pt` | the weights packed at their bit-widths (`<layer>.weight.packed` uint8 codes, "
+        "`.scale` per output channel, `.shape`) | `size_bytes` counts these |",
+        "",
+        "Load either with plain PyTorch (tradeoff not needed), at any batch size:",
         "",
         "```python",
         "import torch",
-        'model = torch.export.load("model.pt2").module()',
-        f"outputs = model(x)  # x shaped like the task's inputs, any batch size; task: {config['task']['name']}",
+        "import torch.ao.quantization.fx._decomposed  # registers the quantize/dequantize ops an int8 graph calls",
+        'model = torch.export.load("deployable.pt2").module()'
+        if "deployable" in files
+        else 'model = torch.export.load("scored_model.pt2").module()',
+        f"outputs = model(x)  # x shaped like the task's inputs; task: {config['task']['name']}",
         "```",
         "",
-        "`state_dict.pt` is the same model's plain state dict; `packed_weights.pt` holds the weights packed",
-        "at their bit-widths (`<layer>.weight.packed` uint8 codes, `.scale` per output channel, `.shape`).",
-        "`model.pt2` is the model as scored: weights on their quantized grid and activations fake-quantized",
-        "at the chosen width, computed in fp32; it reproduces the accuracy below. Latency was timed on the",
-        f"deployable form (`deployable_form`: {config.get('deployable_form')}): the same weights without activation fake-quant.",
-        "",
-        "| objective | this model | uncompressed | source | method |",
-        "|---|---:|---:|---|---|",
     ]
+    if "deployable" in files and form and form.startswith("int8") and backend == "inductor":
+        lines += [
+            "Loaded this way the int8 graph computes in fp32 between quantize/dequantize steps: right, but not",
+            "fast. For the speed that was measured, compile it with inductor's freezing on, as the trial did:",
+            "",
+            "```python",
+            "import torch._inductor.config as inductor_config",
+            "with inductor_config.patch(freezing=True), torch.no_grad():",
+            "    fast = torch.compile(model, dynamic=False)  # one static graph per batch size",
+            "    outputs = fast(x)",
+            "```",
+            "",
+            f"Latency was timed at batch {batch}; each new batch size compiles once more (a dynamic-batch graph",
+            "fails in inductor's int8 conv lowering, so keep `dynamic=False`).",
+            "",
+        ]
+    elif "deployable" not in files:
+        lines += [
+            f"No `deployable.pt2`: the timed program ran on the `{backend}` int8 backend, whose eager quantized",
+            "modules `torch.export` cannot save; rebuild it with `tradeoff apply config.json`.",
+            "",
+        ]
+    lines += ["| objective | this model | uncompressed | source | method |", "|---|---:|---:|---|---|"]
     for n in names:
         p = prov.get(n, {})
         lines.append(f"| {n} | {v[n]:.6g} | {b[n]:.6g} | {p.get('source', '?')} | {p.get('method', '')} |")
@@ -202,12 +289,18 @@ def build_config(study: optuna.Study, entry: FrontEntry, rule: str, weights: Wei
 
 
 def _write_model_files(folder: Path, rebuilt: Rebuilt) -> dict[str, str]:
-    scored = rebuilt.compressed.scored
-    torch.export.save(export_program(scored, rebuilt.example_inputs), folder / "model.pt2")
+    scored, deployed = rebuilt.compressed.scored, rebuilt.compressed.deployable
+    files = {}
+    if deployed.program is not None:
+        program = export_program(deployed.program, rebuilt.example_inputs)
+        torch.export.save(program, folder / "deployable.pt2")
+        files["deployable"] = "deployable.pt2"
+    torch.export.save(export_program(scored, rebuilt.example_inputs), folder / "scored_model.pt2")
     torch.save(scored.state_dict(), folder / "state_dict.pt")
     torch.save(packed_state_dict(scored, rebuilt.compressed.weight_bits), folder / "packed_weights.pt")
     return {
-        "model": "model.pt2",
+        **files,
+        "scored_model": "scored_model.pt2",
         "state_dict": "state_dict.pt",
         "packed_weights": "packed_weights.pt",
         "readme": "README.md",
@@ -238,7 +331,7 @@ def export_bundle(
             if config["recipe"] is None:
                 raise ExportError(f"trial {entry.trial.number} has no recipe stored; it cannot be rebuilt.")
             kept = (config.get("finetune") or {}).get("kept", "finetuned")
-            rebuilt = rebuild(study_spec(study), config["recipe"], config["seed"], kept=kept)
+            rebuilt = rebuild(study_spec(study), config["recipe"], config["seed"], kept=kept, deploy=True)
             config["rebuilt"] = compare(config, rebuilt)
             bad = [r for r in config["rebuilt"] if not r["ok"]]
             if bad:
@@ -287,5 +380,26 @@ def apply_config(config: dict[str, Any], *, task_name: str | None = None) -> tup
         data["task"] = {"name": task_name}
         spec = parse_spec(data, f"--task {task_name}")
     kept = (config.get("finetune") or {}).get("kept", "finetuned")
-    rebuilt = rebuild(spec, config["recipe"], config.get("seed"), kept=kept)
-    return rebuilt, compare(config, rebuilt)
+    rebuilt = rebuild(spec, config["recipe"], config.get("seed"), kept=kept, deploy=True)
+    rows = compare(config, rebuilt)
+    want = (config.get("figures") or {}).get("latency_ratio")
+    if want is not None:  # the rebuilt program timed side by side with the teacher, as the trial timed it
+        with torch_threads(spec.target.threads):
+            timed = measure_latency(
+                rebuilt.compressed.deployable.module,
+                rebuilt.example_inputs,
+                threads=spec.target.threads,
+                reference=rebuilt.task.model,
+            )
+        tol = LATENCY_RATIO_TOLERANCE * float(want)
+        got = float(timed["ratio"])
+        rows.append(
+            {
+                "figure": "latency_ratio",
+                "exported": float(want),
+                "rebuilt": got,
+                "tolerance": tol,
+                "ok": abs(got - want) <= tol,
+            }
+        )
+    return rebuilt, rows

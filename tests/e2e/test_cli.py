@@ -91,7 +91,7 @@ def test_export_bundle_and_apply_round_trip(demo_dir: Path) -> None:
                 name
             ]
         )
-    assert (demo_dir / "best" / "model.pt2").exists() and (demo_dir / "best" / "report.html").exists()
+    assert (demo_dir / "best" / "scored_model.pt2").exists() and (demo_dir / "best" / "report.html").exists()
 
     applied = run("apply", "best/config.json", "--task", "digits", "--out", "again.pt2", cwd=demo_dir)
     assert applied.returncode == 0, applied.stderr

@@ -28,20 +28,35 @@ def study(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(study, tmp_path_factory):
-    return export_bundle(study, tmp_path_factory.mktemp("out") / "best", rule="cost").parent
+    # a quantized candidate (every candidate of SPEC is: 8-bit activations), so the bundle carries an int8 program
+    first = next(
+        t for t in study.get_trials() if t.state.name == "COMPLETE" and t.user_attrs.get("role") == "candidate"
+    )
+    return export_bundle(study, tmp_path_factory.mktemp("out") / "best", rule=str(first.number)).parent
 
 
 def test_bundle_holds_every_file_and_field(bundle) -> None:
-    assert sorted(p.name for p in bundle.iterdir()) == [
-        "README.md", "config.json", "model.pt2", "packed_weights.pt", "report.html", "state_dict.pt",
-    ]  # fmt: skip
     cfg = load_config(bundle / "config.json")
+    timed_on = cfg["provenance"]["latency_ms"]["deployable_backend"]
+    deployable = ["deployable.pt2"] if timed_on != "fx" else []  # fx: eager quantized modules, not exportable
+    assert sorted(p.name for p in bundle.iterdir()) == sorted([
+        "README.md", "config.json", "scored_model.pt2", "packed_weights.pt", "report.html", "state_dict.pt",
+        *deployable,
+    ])  # fmt: skip
     for field in ("recipe", "seed", "values", "baseline", "cost", "weights", "pick", "provenance", "spec", "versions"):
         assert field in cfg, field
     assert len(cfg["task"]["teacher_sha256"]) == 64
     assert cfg["rebuilt"] and all(row["ok"] for row in cfg["rebuilt"])
     readme = (bundle / "README.md").read_text()
-    assert 'torch.export.load("model.pt2")' in readme and "| latency_ms |" in readme
+    assert "| `scored_model.pt2` | the simulation" in readme and "| latency_ms |" in readme
+    if deployable:
+        assert (
+            'torch.export.load("deployable.pt2")' in readme
+            and "| `deployable.pt2` | the program that was timed" in readme
+        )
+        assert "freezing=True" in readme and "dynamic=False" in readme  # how to get the measured speed
+    rebuilt = {row["figure"] for row in cfg["rebuilt"]}
+    assert {"accuracy", "deployable_accuracy", "size_bytes"} <= rebuilt  # both programs rebuilt and checked
 
 
 def test_report_is_a_self_contained_plotly_page_marking_the_trial(bundle) -> None:
@@ -62,7 +77,7 @@ def test_exported_model_loads_without_tradeoff_and_scores_like_the_trial(bundle,
     torch.save({"x": x, "y": y}, tmp_path / "val.pt")
     code = (
         "import sys, torch\n"
-        f"m = torch.export.load({str(bundle / 'model.pt2')!r}).module()\n"
+        f"m = torch.export.load({str(bundle / 'scored_model.pt2')!r}).module()\n"
         f"d = torch.load({str(tmp_path / 'val.pt')!r})\n"
         "acc = (m(d['x']).argmax(-1) == d['y']).float().mean().item()\n"
         "assert not any(k.startswith('tradeoff') for k in sys.modules), 'tradeoff was imported'\n"
@@ -80,9 +95,49 @@ def test_packed_weights_are_the_size_the_trial_counted(bundle) -> None:
     assert payload == cfg["figures"]["size_bytes"]
 
 
+def test_the_timed_program_loads_without_tradeoff_runs_any_batch_and_scores_like_the_trial(bundle, tmp_path) -> None:
+    from tests.studies.user_task import make_task
+
+    cfg = json.loads((bundle / "config.json").read_text())
+    if not (bundle / "deployable.pt2").exists():
+        pytest.skip(f"timed on {cfg['provenance']['latency_ms']['deployable_backend']}: no exportable program")
+    task = make_task()
+    skip = cfg["provenance"]["accuracy"].get("skipped_first", 0)
+    x, y = torch.cat([b[0] for b in task.val])[skip:], torch.cat([b[1] for b in task.val])[skip:]
+    torch.save({"x": x, "y": y}, tmp_path / "val.pt")
+    code = (
+        "import sys, json, torch\n"
+        "import torch._inductor.config as inductor_config\n"
+        "import torch.ao.quantization.fx._decomposed\n"  # plain torch: the quantize/dequantize ops
+        f"m = torch.export.load({str(bundle / 'deployable.pt2')!r}).module()\n"
+        f"d = torch.load({str(tmp_path / 'val.pt')!r})\n"
+        "acc = lambda out: (out.argmax(-1) == d['y']).float().mean().item()\n"
+        "with torch.no_grad():\n"
+        "    eager_all = acc(m(d['x']))\n"
+        "    eager_one = acc(torch.cat([m(d['x'][i : i + 1]) for i in range(len(d['y']))]))\n"
+        "    with inductor_config.patch(freezing=True):\n"
+        "        fast = torch.compile(m, dynamic=False)\n"
+        "        one = acc(torch.cat([fast(d['x'][i : i + 1]) for i in range(len(d['y']))]))\n"
+        "        all_ = acc(fast(d['x']))\n"
+        "assert not any(k.startswith('tradeoff') for k in sys.modules), 'tradeoff was imported'\n"
+        "print(json.dumps([eager_all, eager_one, one, all_]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    eager_all, eager_one, compiled_one, compiled_all = json.loads(done.stdout.strip().splitlines()[-1])
+    one_sample = 1 / len(y)
+    # compiled at batch 1, as it was timed: the accuracy the front holds
+    assert compiled_one == pytest.approx(cfg["figures"]["deployable_accuracy"], abs=1e-6)
+    # at another batch, and uncompiled (quantize/dequantize in fp32), within a sample of it
+    for other in (compiled_all, eager_all, eager_one):
+        assert abs(other - compiled_one) <= one_sample + 1e-6
+
+
 def test_apply_reproduces_the_exported_figures(bundle) -> None:
     rebuilt, rows = apply_config(load_config(bundle / "config.json"))
-    assert {r["figure"] for r in rows} >= {"accuracy", "size_bytes"} and all(r["ok"] for r in rows)
+    figures = {r["figure"] for r in rows}
+    assert figures >= {"accuracy", "deployable_accuracy", "size_bytes", "latency_ratio"}, rows
+    assert all(r["ok"] for r in rows), rows
 
 
 def test_a_changed_teacher_fails_the_export_and_leaves_nothing(study, tmp_path, monkeypatch) -> None:
