@@ -44,6 +44,7 @@ from tradeoff.objectives import Weights, evaluate, measure_latency, packed_state
 from tradeoff.spaces import ApplyContext, Compressed, FixedBatch, Recipe, compress, torch_threads
 
 from . import record
+from .onnx_export import ONNX_FILE, OnnxError, require_onnx, verify_onnx, write_onnx
 from .report import write_report
 from .results import FrontEntry, baseline_trial, objective_names_of, pick, ranked_front, study_spec, values_of
 from .shared import at_batch_size, shared_inputs
@@ -84,6 +85,7 @@ class Rebuilt:
     example_inputs: tuple[torch.Tensor, ...]
     figures: dict[str, float]  # accuracy, size_bytes, params, nonzero_params, macs, bops
     teacher_sha256: str
+    val: Any = None  # the validation samples the figures were scored on (the study's reported part)
 
 
 def rebuild(
@@ -125,7 +127,7 @@ def rebuild(
         if deploy and not parsed.quantization.is_identity:  # as the trial scored it: at the batch it was built for
             run = FixedBatch(compressed.deployable.module, int(shared.example_inputs[0].shape[0]))
             figures["deployable_accuracy"] = evaluate(run, shared.val, task.metric)
-    return Rebuilt(task, compressed, shared.example_inputs, figures, weights_sha256(task.model))
+    return Rebuilt(task, compressed, shared.example_inputs, figures, weights_sha256(task.model), shared.val)
 
 
 def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
@@ -233,6 +235,24 @@ def _readme(config: dict[str, Any]) -> str:
             "modules `torch.export` cannot save; rebuild it with `tradeoff apply config.json`.",
             "",
         ]
+    onnx = config.get("onnx")
+    if onnx:
+        lines += [
+            f"`deployable.onnx` is the same program for ONNX Runtime (opset {onnx['opset']}"
+            + (", QDQ int8" if form and form.startswith("int8") else "")
+            + f"), verified in onnxruntime {onnx['onnxruntime']}: accuracy {onnx['accuracy']:.4f} on the same "
+            f"validation samples (the torch program: {onnx['deployable_accuracy']:.4f}, tolerance {onnx['tolerance']}); "
+            f"latency {onnx['ort_ms']:.4g} ms against {onnx['torch_ms']:.4g} ms for the torch program, measured side by "
+            f"side at {onnx['threads']} thread(s), batch {onnx['batch_size']}: **{onnx['faster']} is faster here** "
+            f"(ORT / torch = {onnx['ratio']:.2f}).",
+            "",
+            "```python",
+            "import onnxruntime as ort",
+            'session = ort.InferenceSession("deployable.onnx", providers=["CPUExecutionProvider"])',
+            "outputs = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]",
+            "```",
+            "",
+        ]
     lines += ["| objective | this model | uncompressed | source | method |", "|---|---:|---:|---|---|"]
     for n in names:
         p = prov.get(n, {})
@@ -288,6 +308,31 @@ def build_config(study: optuna.Study, entry: FrontEntry, rule: str, weights: Wei
     }
 
 
+def _write_onnx(folder: Path, rebuilt: Rebuilt, config: dict[str, Any]) -> dict[str, Any]:
+    """``deployable.onnx`` and its verification in ONNX Runtime; a failure is an :class:`ExportError`."""
+    deployed, spec = rebuilt.compressed.deployable, parse_stored_spec(config["spec"], "config spec")
+    want = rebuilt.figures.get("deployable_accuracy", rebuilt.figures["accuracy"])
+    try:
+        write_onnx(deployed.program, rebuilt.example_inputs, folder / ONNX_FILE, deployed.form)
+        checked = verify_onnx(
+            folder / ONNX_FILE,
+            deployed.module,
+            rebuilt.val,
+            rebuilt.task.metric,
+            rebuilt.example_inputs,
+            threads=spec.target.threads,
+            deployable_accuracy=want,
+        )
+    except OnnxError as exc:
+        raise ExportError(str(exc)) from None
+    if not checked["ok"]:
+        raise ExportError(
+            f"ONNX Runtime scores the exported program {checked['accuracy']:.4f}, the torch program {want:.4f}: more "
+            f"than {checked['tolerance']} apart, so the ONNX file is not written; ship deployable.pt2 instead."
+        )
+    return checked
+
+
 def _write_model_files(folder: Path, rebuilt: Rebuilt) -> dict[str, str]:
     scored, deployed = rebuilt.compressed.scored, rebuilt.compressed.deployable
     files = {}
@@ -315,11 +360,23 @@ def export_bundle(
     rule: str = "knee",
     weights: Weights | None = None,
     with_model: bool = True,
+    formats: tuple[str, ...] = ("torch",),  # add "onnx" for deployable.onnx, verified in ONNX Runtime
 ) -> Path:
     """Write the bundle for the trial picked by ``rule`` into ``out_dir``; return the config path.
 
-    An existing ``out_dir`` is replaced only once the new bundle is complete.
+    An existing ``out_dir`` is replaced only once the new bundle is complete. With ``"onnx"`` in
+    ``formats`` the deployable program is also written as ONNX and verified in ONNX Runtime
+    (:mod:`tradeoff.studies.onnx_export`): its accuracy must come within tolerance of the trial's,
+    and its latency is timed side by side with the torch program (``config["onnx"]``).
     """
+    unknown = set(formats) - {"torch", "onnx"}
+    if unknown:
+        raise ExportError(f"export format must be torch or onnx, got {', '.join(sorted(unknown))}.")
+    if "onnx" in formats:
+        try:
+            require_onnx()  # before any work: a missing extra is said at once
+        except OnnxError as exc:
+            raise ExportError(str(exc)) from None
     entry = pick(study, rule, weights)
     weights = weights or study_spec(study).weights()
     config = build_config(study, entry, rule, weights)
@@ -343,6 +400,9 @@ def export_bundle(
             if config["task"]["teacher_sha256"] not in (None, rebuilt.teacher_sha256):
                 raise ExportError("the task's teacher is not the one the study searched (weights hash differs).")
             config["files"] = _write_model_files(tmp, rebuilt)
+            if "onnx" in formats:
+                config["onnx"] = _write_onnx(tmp, rebuilt, config)
+                config["files"]["onnx"] = ONNX_FILE
             (tmp / "README.md").write_text(_readme(config), encoding="utf-8")
             note = "accuracy measured; size computed; latency measured on the deployable form; energy " + config[
                 "provenance"

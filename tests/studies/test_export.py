@@ -162,3 +162,56 @@ def test_load_config_rejects_other_files(tmp_path) -> None:
         load_config(tmp_path / "c.json")
     with pytest.raises(ExportError, match="cannot read"):
         load_config(tmp_path / "missing.json")
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(study, bundle, tmp_path_factory):
+    trial = json.loads((bundle / "config.json").read_text())["trial"]
+    out = tmp_path_factory.mktemp("onnx") / "best"
+    return export_bundle(study, out, rule=str(trial), formats=("torch", "onnx")).parent
+
+
+def test_onnx_export_is_verified_in_onnx_runtime_and_timed_beside_torch(onnx_bundle, tmp_path) -> None:
+    from tests.studies.user_task import make_task
+
+    cfg = json.loads((onnx_bundle / "config.json").read_text())
+    onnx = cfg["onnx"]
+    assert (onnx_bundle / "deployable.onnx").exists() and cfg["files"]["onnx"] == "deployable.onnx"
+    assert onnx["ok"] and abs(onnx["accuracy"] - cfg["figures"]["deployable_accuracy"]) <= onnx["tolerance"]
+    assert onnx["ort_ms"] > 0 and onnx["torch_ms"] > 0 and onnx["faster"] in ("onnxruntime", "torch")
+    assert onnx["ratio"] == pytest.approx(onnx["ort_ms"] / onnx["torch_ms"], rel=0.5)  # median of ratios, near
+    readme = (onnx_bundle / "README.md").read_text()
+    assert "`deployable.onnx`" in readme and f"**{onnx['faster']} is faster here**" in readme
+    # in a fresh interpreter with ONNX Runtime only: the file loads, runs the validation set, scores as stored
+    task = make_task()
+    skip = cfg["provenance"]["accuracy"].get("skipped_first", 0)
+    x, y = torch.cat([b[0] for b in task.val])[skip:], torch.cat([b[1] for b in task.val])[skip:]
+    torch.save({"x": x, "y": y}, tmp_path / "val.pt")
+    code = (
+        "import sys, torch, onnxruntime as ort\n"
+        f"s = ort.InferenceSession({str(onnx_bundle / 'deployable.onnx')!r}, providers=['CPUExecutionProvider'])\n"
+        f"d = torch.load({str(tmp_path / 'val.pt')!r})\n"
+        "name = s.get_inputs()[0].name\n"
+        "out = torch.from_numpy(s.run(None, {name: d['x'].numpy()})[0])\n"
+        "one = torch.cat([torch.from_numpy(s.run(None, {name: d['x'][i : i + 1].numpy()})[0]) for i in range(len(d['y']))])\n"
+        "assert not any(k.startswith('tradeoff') for k in sys.modules), 'tradeoff was imported'\n"
+        "print((out.argmax(-1) == d['y']).float().mean().item(), (one.argmax(-1) == d['y']).float().mean().item())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    whole, one_by_one = map(float, done.stdout.split())
+    assert whole == pytest.approx(onnx["accuracy"], abs=1e-6) and one_by_one == pytest.approx(whole, abs=1e-6)
+
+
+def test_onnx_errors_say_what_to_do(monkeypatch, tmp_path) -> None:
+    import importlib.util
+
+    from tradeoff.studies.onnx_export import OnnxError, require_onnx, write_onnx
+
+    with pytest.raises(OnnxError, match="fx int8 backend.*backend = 'inductor'"):
+        write_onnx(None, (torch.zeros(1, 3),), tmp_path / "m.onnx", "int8")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
+    with pytest.raises(OnnxError, match=r"needs onnxruntime.*pip install 'tradeoff\[onnx\]'"):
+        require_onnx()
+    assert not (tmp_path / "m.onnx").exists()
