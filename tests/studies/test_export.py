@@ -119,6 +119,8 @@ def test_the_timed_program_loads_without_tradeoff_runs_any_batch_and_scores_like
         "        fast = torch.compile(m, dynamic=False)\n"
         "        one = acc(torch.cat([fast(d['x'][i : i + 1]) for i in range(len(d['y']))]))\n"
         "        all_ = acc(fast(d['x']))\n"
+        "        big = fast(d['x'].repeat(8, 1))\n"  # a large batch (208 rows): runs, and agrees with the others
+        "        assert torch.equal(big.argmax(-1), fast(d['x']).argmax(-1).repeat(8))\n"
         "assert not any(k.startswith('tradeoff') for k in sys.modules), 'tradeoff was imported'\n"
         "print(json.dumps([eager_all, eager_one, one, all_]))\n"
     )
