@@ -44,7 +44,7 @@ from tradeoff.objectives import Weights, evaluate, measure_latency, packed_state
 from tradeoff.spaces import ApplyContext, Compressed, FixedBatch, Recipe, compress, torch_threads
 
 from . import record
-from .onnx_export import ONNX_FILE, OnnxError, require_onnx, verify_onnx, write_onnx
+from .onnx_export import ONNX_FILE, OnnxError, batch_dynamic_shapes, require_onnx, verify_onnx, write_onnx
 from .report import write_report
 from .results import FrontEntry, baseline_trial, objective_names_of, pick, ranked_front, study_spec, values_of
 from .shared import at_batch_size, shared_inputs
@@ -133,11 +133,10 @@ def rebuild(
 def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
     """``torch.export`` the model with a dynamic batch dimension."""
     inputs = at_batch_size(example_inputs, EXPORT_BATCH)
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
     if not isinstance(model, torch.fx.GraphModule):  # a converted PT2E graph refuses .eval(): it has no modes
         model = model.eval()
     with torch.no_grad():
-        return torch.export.export(model, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
+        return torch.export.export(model, inputs, dynamic_shapes=batch_dynamic_shapes(model, inputs))
 
 
 def compare(exported: dict[str, Any], rebuilt: Rebuilt) -> list[dict[str, Any]]:

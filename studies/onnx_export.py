@@ -18,6 +18,7 @@ Needs the ``onnx`` extra (``pip install 'tradeoff[onnx]'``: onnx, onnxscript, on
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,24 @@ ONNX_FILE = "deployable.onnx"
 ONNX_ACCURACY_TOLERANCE = 0.01  # a point: ORT's int8 kernels requantize with their own rounding
 ONNX_OPSET = 18  # QuantizeLinear/DequantizeLinear with per-axis scales, what ORT 1.17+ runs on CPU
 PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
+
+def batch_dynamic_shapes(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[Any, ...]:
+    """``torch.export`` dynamic shapes with a dynamic batch (dimension 0) for every input of ``model``:
+    one spec per positional parameter, or one tuple of them for a ``forward(*args)``.
+
+    Example:
+        >>> class Star(nn.Module):
+        ...     def forward(self, *args): return args[0]
+        >>> len(batch_dynamic_shapes(Star(), (torch.zeros(2, 3),))[0])  # nested for *args
+        1
+    """
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    per_input = tuple({0: batch} for _ in inputs)
+    params = list(inspect.signature(model.forward).parameters.values())
+    if len(params) == 1 and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        return (per_input,)
+    return per_input
 
 
 class OnnxError(RuntimeError):
@@ -75,12 +94,11 @@ def write_onnx(program: nn.Module | None, example_inputs: tuple[torch.Tensor, ..
             "run the trial again."
         )
     inputs = tuple(x.repeat(2, *([1] * (x.dim() - 1))) if x.shape[0] == 1 else x for x in example_inputs)
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
     try:
         if not isinstance(program, torch.fx.GraphModule):
             program = program.eval()
         with torch.no_grad():
-            exported = torch.export.export(program, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
+            exported = torch.export.export(program, inputs, dynamic_shapes=batch_dynamic_shapes(program, inputs))
             onnx_program = torch.onnx.export(exported, inputs, dynamo=True, opset_version=ONNX_OPSET, verbose=False)
         onnx_program.save(str(path))
     except Exception as exc:  # the exporter's own message names the operator it cannot express
@@ -134,6 +152,7 @@ __all__ = [
     "ONNX_FILE",
     "OnnxError",
     "OrtModule",
+    "batch_dynamic_shapes",
     "require_onnx",
     "verify_onnx",
     "write_onnx",

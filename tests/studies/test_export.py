@@ -259,3 +259,25 @@ def test_the_exported_int8_program_runs_faster_than_fp32_where_int8_pays(tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     medians = json.loads(done.stdout.strip().splitlines()[-1])
     assert medians["int8"] < medians["fp32"] / 1.3, medians  # 3.2x measured; 1.3x leaves room for a noisy neighbour
+
+
+def test_a_16_bit_program_exports_as_the_cast_it_executes(tmp_path) -> None:
+    """Where the CPU has native 16-bit kernels the deployable form is the model cast to bf16/fp16
+    (this machine has none, so studies here deploy 16 bits as fp32); its program exports and loads."""
+    import time as _time
+
+    from tradeoff.spaces.deploy import _half
+    from tradeoff.spaces.widths import WEIGHT_LAYERS
+    from tradeoff.studies.export import export_program
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+    built = _half(model, list(layers), layers, "bf16", _time.perf_counter(), [])
+    assert built.form == "bf16" and built.program is built.module
+    torch.export.save(export_program(built.program, (torch.randn(1, 6),)), tmp_path / "deployable.pt2")
+    loaded = torch.export.load(tmp_path / "deployable.pt2").module()
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        out = loaded(x)
+        assert out.dtype == torch.float32 and torch.equal(out, built.module(x))  # bf16 inside, fp32 out
+        assert not torch.equal(out, model(x))  # the arithmetic really is 16-bit
