@@ -49,7 +49,7 @@ from .report import write_report
 from .results import FrontEntry, baseline_trial, objective_names_of, pick, ranked_front, study_spec, values_of
 from .shared import at_batch_size, shared_inputs
 from .spec import Spec, parse_spec, parse_stored_spec
-from .tasks import Task, load_task
+from .tasks import Task, TaskError, load_task
 from .teachers import weights_sha256
 
 CONFIG_FORMAT = "tradeoff.config/2"  # /2: executed_as renamed deployable_form
@@ -106,7 +106,15 @@ def rebuild(
     all the training batches and scored on the whole validation set, as it was then. With ``deploy``
     the deployable form is built as the trial built it and scored too (``deployable_accuracy``).
     """
-    task = task or load_task(spec.task.name, spec.task.kwargs)
+    if task is None:
+        try:
+            task = load_task(spec.task.name, spec.task.kwargs)
+        except TaskError as exc:
+            raise ExportError(
+                f"rebuilding the model needs the study's task, which cannot be loaded here: {exc}. Run export or "
+                "apply where the task's code is importable (e.g. the directory the study was launched from); "
+                "ls, show and pareto read the study without it."
+            ) from None
     parsed = Recipe.from_dict(recipe)
     if kept == "zero_shot":
         parsed = dataclasses.replace(parsed, distillation=dataclasses.replace(parsed.distillation, steps=0))

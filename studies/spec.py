@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 from tradeoff.objectives import COMPLEXITY_FIGURES, ENERGY_SOURCES, Constraints, Weights, objective_names, open_counter
@@ -328,7 +337,9 @@ class Spec(_Strict):
 
     @field_validator("task")
     @classmethod
-    def _task_exists(cls, task: TaskSection) -> TaskSection:
+    def _task_exists(cls, task: TaskSection, info: ValidationInfo) -> TaskSection:
+        if (info.context or {}).get("stored"):  # a stored study is read without its task's code (issue 23)
+            return task
         try:
             check_task_arguments(task.name, task.kwargs)
         except TaskError as exc:
@@ -429,21 +440,26 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_spec(data: dict[str, Any], source: str = "spec") -> Spec:
+def parse_spec(data: dict[str, Any], source: str = "spec", *, stored: bool = False) -> Spec:
     """Validate a spec given as a dict (the parsed TOML); raise :class:`SpecError` listing every problem.
+
+    ``stored=True`` (a spec read back from a study or an exported config) skips resolving the task.
 
     Example:
         >>> parse_spec({"study": {"name": "s"}, "task": {"name": "digits"}}).study.n_trials
         30
     """
     try:
-        return Spec.model_validate(data)
+        return Spec.model_validate(data, context={"stored": stored})
     except ValidationError as exc:
         raise SpecError(_format_errors(exc, source)) from None
 
 
 def parse_stored_spec(data: dict[str, Any], source: str = "stored spec") -> Spec:
     """A spec a study or an exported config stored (``Spec.to_dict()``, every field written out).
+
+    The task is not resolved: reading a study (``ls``, ``show``, ``pareto``, the dashboard) needs no
+    user code; only ``export`` and ``apply``, which rebuild the model, load the task.
 
     A stored spec without ``search.select_on`` was written before the setting existed, when trials
     judged fine-tuning on held-back training batches and reported on the whole validation set: it
@@ -457,7 +473,7 @@ def parse_stored_spec(data: dict[str, Any], source: str = "stored spec") -> Spec
     search = data.get("search")
     if isinstance(search, dict) and "select_on" not in search:
         data = {**data, "search": {**search, "select_on": "held_back"}}
-    return parse_spec(data, source)
+    return parse_spec(data, source, stored=True)
 
 
 def load_spec(path: str | Path) -> Spec:

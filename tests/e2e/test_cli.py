@@ -301,3 +301,26 @@ def test_help_of_every_command_has_an_example() -> None:
 def test_module_entry_point() -> None:
     done = subprocess.run([sys.executable, "-m", "tradeoff.search.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "demo" in done.stdout
+
+
+def test_reading_a_study_needs_no_user_code(tmp_path: Path) -> None:
+    """A study whose task module is not importable here: ls, show and pareto read it; export says plainly
+    that rebuilding the model needs the task."""
+    from tests.studies.fake_study import BASE, fake_study
+    from tradeoff.studies import record
+
+    url = f"sqlite:///{tmp_path / 'foreign.db'}"
+    study = fake_study([{**BASE, "size_bytes": 400.0}], storage=url)
+    spec = dict(study.user_attrs[record.STUDY_SPEC])
+    spec["task"] = {"name": "no_such_module_here:make_task"}  # a colleague's task, not on this machine
+    study.set_user_attr(record.STUDY_SPEC, spec)
+    runner = CliRunner()
+    for cmd in (["ls"], ["show", "fake"], ["pareto", "fake"], ["pareto", "fake", "--json"]):
+        done = runner.invoke(app, [*cmd, "--storage", url], env={"COLUMNS": "200"})
+        assert done.exit_code == 0, (cmd, done.output)
+        assert "no_such_module_here" not in done.output or cmd[0] in ("ls", "show"), (cmd, done.output)
+    exported = runner.invoke(app, ["export", "fake", "--storage", url, "--pick", "1", "--out", str(tmp_path / "b")])
+    assert exported.exit_code == 1, exported.output
+    text = " ".join(exported.output.split())
+    assert "rebuilding the model needs the study's task" in text and "no_such_module_here" in text
+    assert not (tmp_path / "b").exists()
