@@ -363,6 +363,30 @@ def apply(
     _guard(body)
 
 
+@app.command()
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind; 0.0.0.0 shares it on the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.", min=1, max=65535)] = 8050,
+) -> None:
+    """Serve the studies of a storage in a browser, read-only: fronts, weights, trials, config download.
+
+    Example: tradeoff dashboard --storage sqlite:///tradeoff.db --port 8050
+    """
+
+    def body() -> None:
+        from tradeoff.search.dashboard import DashboardError, serve
+
+        try:
+            serve(resolve_storage_url(storage), host=host, port=port)
+        except DashboardError as exc:
+            raise SpecError(str(exc)) from None
+
+    _guard(body)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,393 @@
+"""The Dash app: the studies in a storage, and one study's front, weights, trials and export.
+
+Pages (``dcc.Location``): ``/`` lists the studies; ``/study/<name>`` shows one. Every callback reads
+through :mod:`.data` (read-only storage, one read per study revision) and builds its figure or table
+with the plain functions below, which the tests call directly. A name or trial id from a URL or a
+click is validated before the storage is asked; what is not there gets a message, never a traceback.
+Nothing a page sends is executed, imported or opened as a file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote
+
+import dash
+import plotly.graph_objects as go
+from dash import Input, Output, State, dash_table, dcc, html
+
+from tradeoff.objectives import Constraints, Weights
+from tradeoff.search.display_data import study_row
+from tradeoff.studies.export import build_config
+from tradeoff.studies.results import pick
+
+from .data import (
+    UNITS,
+    DashboardError,
+    Point,
+    StudyView,
+    parse_trial_number,
+    read_only_storage,
+    study_names,
+    study_view,
+)
+
+POLL_MS = 5000  # live updates: a running study's pages re-read it this often (one cheap revision query)
+LIMIT_KEYS = ("max_accuracy_drop", "max_size_bytes", "max_latency_ms", "max_energy_mj")
+MARKERS = {  # state -> (symbol, colour, label)
+    "front": ("circle", "#1f77b4", "Pareto front"),
+    "dominated": ("circle", "rgba(120,120,120,0.35)", "dominated"),
+    "infeasible": ("circle-open", "#d62728", "infeasible"),
+    "screened": ("x", "#ff7f0e", "screened (limit broken before fine-tuning)"),
+    "baseline": ("star", "#2ca02c", "baseline (uncompressed)"),
+}
+
+
+def axis_title(view: StudyView, name: str) -> str:
+    """An objective's axis title: its unit and how it was obtained (measured, computed or estimated)."""
+    sources = {p.provenance.get(name, {}).get("source") for p in view.completed()} - {None}
+    how = "/".join(sorted(sources)) or "?"
+    return f"{name} ({UNITS.get(name, '')}, {how})"
+
+
+def classify(
+    view: StudyView, weights: Weights, limits: Constraints
+) -> tuple[dict[str, list[Point]], list[tuple[Point, float]]]:
+    """The completed trials in marker groups, and the front ranked under ``weights`` and ``limits``."""
+    front = view.front(weights, limits)
+    on_front = {p.number for p, _ in front}
+    groups: dict[str, list[Point]] = {k: [] for k in MARKERS}
+    for p in view.completed():
+        if p.role == "baseline":
+            groups["baseline"].append(p)
+        elif p.state == "screened":
+            groups["screened"].append(p)
+        elif p.number in on_front:
+            groups["front"].append(p)
+        elif not view._meets(p, limits):
+            groups["infeasible"].append(p)
+        else:
+            groups["dominated"].append(p)
+    return groups, front
+
+
+def recipe_text(p: Point) -> str:
+    """A short recipe for hovers: pruning ratio, bit-widths, T and alpha."""
+    r = p.recipe
+    pr, q, d = r.get("pruning", {}), r.get("quantization", {}), r.get("distillation", {})
+    return (
+        f"trial {p.number} · prune {pr.get('ratio', 0):.2f} · w{q.get('weight_bits', 32)}/a{q.get('activation_bits', 32)}"
+        f" · T {d.get('temperature', '-')} · alpha {d.get('alpha', '-')} · {p.deployable_form or '-'}"
+    )
+
+
+def front_figure(view: StudyView, x: str, y: str, weights: Weights, limits: Constraints) -> go.Figure:
+    """The 2-D front: WebGL scatter, front joined and highlighted, other kinds with their own marker,
+    the best trial under ``weights`` ringed and the knee marked."""
+    groups, front = classify(view, weights, limits)
+    fig = go.Figure()
+    for kind, (symbol, colour, label) in MARKERS.items():
+        pts = groups[kind]
+        if kind == "front":
+            pts = sorted(pts, key=lambda p: p.values[x])
+        fig.add_trace(
+            go.Scattergl(
+                x=[p.values[x] for p in pts],
+                y=[p.values[y] for p in pts],
+                mode="lines+markers" if kind == "front" else "markers",
+                name=f"{label} ({len(pts)})",
+                marker={"symbol": symbol, "color": colour, "size": 12 if kind in ("front", "baseline") else 8},
+                text=[recipe_text(p) for p in pts],
+                customdata=[p.number for p in pts],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    best, knee = (front[0][0] if front else None), view.knee(front)
+    for p, label, symbol in ((best, "best under these weights", "circle-open"), (knee, "knee", "diamond-open")):
+        if p is not None:
+            fig.add_trace(
+                go.Scattergl(
+                    x=[p.values[x]],
+                    y=[p.values[y]],
+                    mode="markers",
+                    name=f"{label}: trial {p.number}",
+                    marker={"symbol": symbol, "size": 22, "color": "black", "line": {"width": 2}},
+                    customdata=[p.number],
+                    hoverinfo="skip",
+                )
+            )
+    stopped = sum(1 for p in view.points if p.state == "stopped")
+    fig.update_layout(
+        xaxis_title=axis_title(view, x),
+        yaxis_title=axis_title(view, y),
+        margin={"l": 60, "r": 20, "t": 40, "b": 50},
+        title=f"{view.name}: {len(view.completed())} trials with values, {stopped} stopped at a rung (no values)",
+        legend={"orientation": "h", "y": -0.2},
+        height=520,
+    )
+    return fig
+
+
+def best_summary(view: StudyView, weights: Weights, limits: Constraints) -> str:
+    front = view.front(weights, limits)
+    if not front:
+        return "No completed trial meets these limits."
+    best, cost = front[0]
+    knee = view.knee(front)
+    return (
+        f"Best under these weights: trial {best.number} (cost {cost:.3f}); knee: trial "
+        f"{knee.number if knee else '-'}; {len(front)} trials on the front."
+    )
+
+
+def trial_rows(view: StudyView) -> list[dict[str, Any]]:
+    """The trials table: state, fidelity reached, stop reason, the knobs and the four values."""
+    rows = []
+    for p in view.points:
+        r = p.recipe
+        q = r.get("quantization", {})
+        rows.append(
+            {
+                "trial": p.number,
+                "state": p.state,
+                "fidelity": f"{p.rungs[-1]['fraction']:g}"
+                if p.state == "stopped" and p.rungs
+                else ("1" if p.values else "-"),
+                "stop_reason": p.stop_reason or "",
+                "prune": r.get("pruning", {}).get("ratio", 0),
+                "wbits": q.get("weight_bits", 32),
+                "abits": q.get("activation_bits", 32),
+                "form": p.deployable_form or "",
+                **{n: p.values.get(n) for n in view.names},
+            }
+        )
+    return rows
+
+
+def trial_detail(view: StudyView, number: int) -> html.Div:
+    """Recipe, every figure with its provenance, the baseline beside it, and the form it executed as."""
+    p = view.point(number)
+    base = view.baseline or {}
+    rows = [
+        html.Tr(
+            [
+                html.Td(n),
+                html.Td(f"{p.values[n]:.6g}" if n in p.values else "-"),
+                html.Td(f"{base[n]:.6g}" if n in base else "-"),
+                html.Td(p.provenance.get(n, {}).get("source", "?")),
+                html.Td(p.provenance.get(n, {}).get("method", "")),
+                html.Td(
+                    f"{p.provenance.get(n, {}).get('device', '')}, {p.provenance.get(n, {}).get('threads', '?')} thr"
+                ),
+            ]
+        )
+        for n in view.names
+    ]
+    head = html.Tr([html.Th(h) for h in ("objective", f"trial {p.number}", "baseline", "source", "method", "where")])
+    return html.Div(
+        [
+            html.H4(f"Trial {p.number}: {p.state}, executed as {p.deployable_form or '-'}"),
+            html.Table([head, *rows], className="detail"),
+            html.Pre(json.dumps(p.recipe, indent=1), id="trial-recipe"),
+            html.P(p.finetune.get("why_kept") or p.finetune.get("explanation") or ""),
+        ]
+    )
+
+
+def config_json(storage: Any, name: str, number: int, weights: Weights) -> str:
+    """The selected trial's ``config.json`` (as ``tradeoff export`` writes it, without the model files)."""
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    entry = pick(study, str(number), weights)
+    return json.dumps(build_config(study, entry, str(number), weights), indent=2) + "\n"
+
+
+def _weights(view: StudyView, values: list[float | None]) -> Weights:
+    vals = tuple(float(v or 0.0) for v in values)
+    return Weights(vals, view.names) if sum(vals) > 0 else view.weights
+
+
+def _limits(values: list[Any]) -> Constraints:
+    out = {}
+    for key, v in zip(LIMIT_KEYS, values, strict=True):
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
+            out[key] = float(v)
+    return Constraints(**out)
+
+
+def studies_page(storage: Any) -> html.Div:
+    rows = []
+    for name in study_names(storage):
+        import optuna
+
+        s = optuna.load_study(study_name=name, storage=storage)
+        r = study_row(s)
+        hv = r["hypervolume"]
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(dcc.Link(name, href=f"/study/{name}")),
+                    html.Td(r["task"] or "-"),
+                    html.Td(f"{r['complete']} / {r['budget'] or '?'}"),
+                    html.Td(str(r["front"])),
+                    html.Td("-" if hv is None else f"{hv:.4f}"),
+                    html.Td("running" if r["running"] else ""),
+                ]
+            )
+        )
+    head = html.Tr([html.Th(h) for h in ("study", "task", "trials done / budget", "front", "hypervolume", "")])
+    return html.Div([html.H2("Studies"), html.Table([head, *rows], id="studies")])
+
+
+def study_page(view: StudyView) -> html.Div:
+    w = view.weights.as_dict()
+    sliders = [
+        html.Div(
+            [
+                html.Label(n),
+                dcc.Slider(0, 1, 0.05, value=w.get(n, 0.0), id={"type": "weight", "name": n}, marks=None,
+                           tooltip={"always_visible": True, "placement": "bottom"}),
+            ],
+            className="slider",
+        )
+        for n in view.names
+    ]  # fmt: skip
+    limits = [
+        html.Div(
+            [html.Label(k), dcc.Input(type="number", min=0, value=view.limits.get(k), id={"type": "limit", "name": k})]
+        )
+        for k in LIMIT_KEYS
+    ]
+    return html.Div(
+        [
+            dcc.Store(id="study-name", data=view.name),
+            dcc.Store(id="selected", data=None),
+            html.H2(f"{view.name} · task {view.task} · {view.device} · {len(view.completed())}/{view.budget} trials"),
+            html.Div(
+                [
+                    html.Div(  # the controls, in a column beside the plot
+                        [
+                            html.H4("Axes"),
+                            html.Label("x"),
+                            dcc.Dropdown(list(view.names), view.names[1], id="x-axis", clearable=False),
+                            html.Label("y"),
+                            dcc.Dropdown(list(view.names), view.names[0], id="y-axis", clearable=False),
+                            html.H4("Weights (re-rank the front; nothing is saved)"),
+                            html.Div(sliders, className="weights"),
+                            html.H4("Limits (filter the front)"),
+                            html.Div(limits, className="limits"),
+                        ],
+                        style={"flex": "0 0 300px", "fontSize": "13px"},
+                    ),
+                    html.Div(
+                        [html.P(id="best", style={"fontWeight": "bold"}), dcc.Graph(id="front")],
+                        style={"flex": "1 1 auto", "minWidth": "0"},
+                    ),
+                ],
+                style={"display": "flex", "gap": "24px"},
+            ),
+            dash_table.DataTable(
+                id="trials",
+                columns=[{"name": c, "id": c} for c in ("trial", "state", "fidelity", "stop_reason", "prune", "wbits", "abits", "form", *view.names)],
+                data=trial_rows(view),
+                sort_action="native",
+                filter_action="native",
+                page_size=15,
+            ),
+            html.Div(id="detail"),
+            html.Button("Download config.json", id="export"),
+            dcc.Download(id="download"),
+        ]
+    )  # fmt: skip
+
+
+def page_for(storage: Any, url: str, pathname: str | None) -> html.Div:
+    """The page at ``pathname``: the studies, one study, or a message saying what is not there."""
+    path = unquote(pathname or "/")
+    try:
+        if path in ("/", ""):
+            return studies_page(storage)
+        if path.startswith("/study/"):
+            return study_page(study_view(storage, url, path[len("/study/") :]))
+        raise DashboardError(f"no page at {path[:80]!r}; the studies are at /.")
+    except DashboardError as exc:
+        return html.Div([html.P(str(exc), className="error"), dcc.Link("all studies", href="/")])
+
+
+def create_app(url: str) -> dash.Dash:
+    """The dashboard app over the storage at ``url`` (opened read-only)."""
+    storage = read_only_storage(url)
+    app = dash.Dash(__name__, title="tradeoff", suppress_callback_exceptions=True)
+    app.layout = html.Div(
+        [dcc.Location(id="url"), dcc.Interval(id="tick", interval=POLL_MS), html.H1(dcc.Link("tradeoff", href="/")), html.Div(id="page")],
+        style={"fontFamily": "system-ui, sans-serif", "margin": "0 24px"},
+    )  # fmt: skip
+
+    def view_of(name: str) -> StudyView:
+        return study_view(storage, url, name)
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"))
+    def route(pathname: str | None) -> Any:
+        return page_for(storage, url, pathname)
+
+    @app.callback(
+        Output("front", "figure"),
+        Output("best", "children"),
+        Output("trials", "data"),
+        Input("x-axis", "value"),
+        Input("y-axis", "value"),
+        Input({"type": "weight", "name": dash.ALL}, "value"),
+        Input({"type": "limit", "name": dash.ALL}, "value"),
+        Input("tick", "n_intervals"),
+        State("study-name", "data"),
+    )
+    def refresh(x: str, y: str, weights: list[float], limits: list[Any], _tick: int, name: str) -> Any:
+        view = view_of(name)
+        if x not in view.names or y not in view.names:
+            raise dash.exceptions.PreventUpdate
+        w, lim = _weights(view, weights), _limits(limits)
+        return front_figure(view, x, y, w, lim), best_summary(view, w, lim), trial_rows(view)
+
+    @app.callback(
+        Output("selected", "data"),
+        Input("front", "clickData"),
+        Input("trials", "active_cell"),
+        State("trials", "derived_viewport_data"),
+        prevent_initial_call=True,
+    )
+    def select(click: dict[str, Any] | None, cell: dict[str, Any] | None, rows: list[dict[str, Any]] | None) -> Any:
+        if dash.ctx.triggered_id == "front" and click and click.get("points"):
+            return parse_trial_number(click["points"][0].get("customdata"))
+        if cell and rows and 0 <= cell.get("row", -1) < len(rows):
+            return parse_trial_number(rows[cell["row"]]["trial"])
+        raise dash.exceptions.PreventUpdate
+
+    @app.callback(Output("detail", "children"), Input("selected", "data"), State("study-name", "data"))
+    def detail(number: int | None, name: str) -> Any:
+        if number is None:
+            return html.P("Click a point or a row to see a trial.")
+        try:
+            return trial_detail(view_of(name), parse_trial_number(number))
+        except DashboardError as exc:
+            return html.P(str(exc), className="error")
+
+    @app.callback(
+        Output("download", "data"),
+        Input("export", "n_clicks"),
+        State("selected", "data"),
+        State("study-name", "data"),
+        State({"type": "weight", "name": dash.ALL}, "value"),
+        prevent_initial_call=True,
+    )
+    def export(_clicks: int, number: int | None, name: str, weights: list[float]) -> Any:
+        if number is None:
+            raise dash.exceptions.PreventUpdate
+        view = view_of(name)
+        n = parse_trial_number(number)
+        view.point(n)
+        text = config_json(storage, name, n, _weights(view, weights))
+        return {"content": text, "filename": f"{name}-trial-{n}-config.json"}
+
+    return app

@@ -1,0 +1,227 @@
+"""What the dashboard shows, read from the storage and never written to it.
+
+A study is read once per revision (:func:`study_view`: the storage is asked for its trials only
+when their count or their newest completion changed), through :mod:`tradeoff.studies.record`, so
+reading needs no user code. The front under the page's weights and limits is computed from that
+read: a non-dominated sort of the feasible completed trials in the normalised space, then the
+weighted cost and the knee, as ``tradeoff pareto`` computes them.
+
+SQLite storage is opened read-only (``mode=ro``): a write would fail, not happen.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tradeoff.objectives import (
+    Constraints,
+    Weights,
+    constraint_values,
+    knee_index,
+    normalise,
+    pareto_mask,
+    weighted_cost,
+)
+from tradeoff.studies import record
+from tradeoff.studies.results import ResultsError, hypervolume_history, objective_names_of, study_spec
+from tradeoff.studies.storage import check_storage_url, sqlite_path
+
+MAX_NAME = 200  # study names longer than this are refused before the storage is asked
+NAME_OK = re.compile(
+    r"[\w.\-:+ ]{1,200}"
+)  # what a study name from a URL may hold (Optuna allows more; tradeoff's do not)
+UNITS = {"accuracy": "fraction", "size_bytes": "bytes", "latency_ms": "ms", "energy_mj": "mJ"}
+
+
+class DashboardError(ValueError):
+    """A page asked for something that is not there; the message is shown instead of the page."""
+
+
+def read_only_storage(url: str) -> optuna.storages.BaseStorage:
+    """``url`` opened for reading: SQLite in ``mode=ro`` (the file must exist); other databases as given."""
+    check_storage_url(url)
+    path = sqlite_path(url)
+    if path is None:
+        return optuna.storages.RDBStorage(url)
+    if not path.exists():
+        raise DashboardError(f"no study storage at {str(path)!r}; run `tradeoff launch` or `tradeoff demo` first.")
+    return optuna.storages.RDBStorage(f"sqlite:///file:{path.resolve()}?mode=ro&uri=true")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One trial as the pages show it."""
+
+    number: int
+    state: str  # complete, screened, stopped, duplicate, failed, running, waiting
+    role: str  # baseline | candidate
+    values: dict[str, float]  # empty when the trial has none (stopped, failed, running)
+    feasible: bool
+    recipe: dict[str, Any]
+    figures: dict[str, Any]
+    provenance: dict[str, Any]
+    deployable_form: str | None
+    stop_reason: str | None
+    rungs: list[dict[str, Any]]
+    finetune: dict[str, Any]
+    complete_s: float | None  # seconds from the study's first start to this trial's completion
+
+
+def _state(t: FrozenTrial, a: Mapping[str, Any]) -> str:
+    if t.state == TrialState.COMPLETE:
+        if a.get(record.SCREENED):
+            return "screened"
+        return "duplicate" if a.get(record.DUPLICATE_OF) is not None else "complete"
+    if t.state == TrialState.PRUNED:
+        return "stopped"
+    return {"FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}.get(t.state.name, t.state.name.lower())
+
+
+@dataclass
+class StudyView:
+    """One study as read at one revision: its spec's names, weights and limits, and every trial."""
+
+    name: str
+    names: tuple[str, ...]
+    task: str
+    device: str
+    budget: int
+    weights: Weights
+    limits: dict[str, float]
+    baseline: dict[str, float] | None
+    points: list[Point]
+    revision: tuple[int, str]
+    hypervolume: list[dict[str, Any]] = field(default_factory=list)
+
+    def point(self, number: int) -> Point:
+        for p in self.points:
+            if p.number == number:
+                return p
+        raise DashboardError(f"study {self.name!r} has no trial {number}.")
+
+    def completed(self) -> list[Point]:
+        return [p for p in self.points if p.values]
+
+    def front(self, weights: Weights, limits: Constraints) -> list[tuple[Point, float]]:
+        """The feasible non-dominated trials under ``limits``, lowest weighted cost first, with their cost."""
+        if self.baseline is None:
+            return []
+        done = [p for p in self.completed() if self._meets(p, limits)]
+        if not done:
+            return []
+        points = np.stack([normalise(p.values, self.baseline, self.names) for p in done])
+        mask = pareto_mask(points)
+        ranked = [(p, weighted_cost(p.values, self.baseline, weights)) for p, m in zip(done, mask, strict=True) if m]
+        return sorted(ranked, key=lambda pc: (pc[1], pc[0].number))
+
+    def knee(self, front: list[tuple[Point, float]]) -> Point | None:
+        if not front or self.baseline is None:
+            return None
+        points = np.stack([normalise(p.values, self.baseline, self.names) for p, _ in front])
+        return front[knee_index(points, [c for _, c in front])][0]
+
+    def _meets(self, p: Point, limits: Constraints) -> bool:
+        if self.baseline is None:
+            return False
+        figures = {**p.figures, **p.values}
+        return all(v <= 0 for v in constraint_values(figures, self.baseline, limits).values())
+
+
+def _read(study: optuna.Study, revision: tuple[int, str]) -> StudyView:
+    spec = study_spec(study)  # validated without the task (parse_stored_spec)
+    names = objective_names_of(study)
+    trials = study.get_trials(deepcopy=False)
+    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
+    t0 = min(starts) if starts else None
+    baseline = None
+    points = []
+    for t in trials:
+        a = record.attrs(t)
+        values = dict(zip(names, t.values, strict=True)) if t.values is not None else {}
+        if a.get(record.ROLE) == "baseline" and values:
+            baseline = values
+        constraints = t.system_attrs.get("constraints") or []
+        points.append(
+            Point(
+                number=t.number,
+                state=_state(t, a),
+                role=str(a.get(record.ROLE, "candidate")),
+                values=values,
+                feasible=all(c <= 0 for c in constraints),
+                recipe=dict(a.get(record.RECIPE) or {}),
+                figures=dict(a.get(record.FIGURES) or {}),
+                provenance=dict(a.get(record.PROVENANCE) or {}),
+                deployable_form=a.get(record.DEPLOYABLE_FORM),
+                stop_reason=a.get(record.STOP_REASON),
+                rungs=list(a.get(record.RUNGS) or []),
+                finetune=record.finetune_of(t),
+                complete_s=(t.datetime_complete - t0).total_seconds() if t.datetime_complete and t0 else None,
+            )
+        )
+    return StudyView(
+        name=study.study_name,
+        names=names,
+        task=spec.task.name,
+        device=spec.target.device,
+        budget=spec.study.n_trials,
+        weights=spec.weights(),
+        limits={k: v for k, v in spec.constraints.model_dump().items() if v is not None},
+        baseline=baseline,
+        points=points,
+        revision=revision,
+        hypervolume=hypervolume_history(study),
+    )
+
+
+_CACHE: dict[tuple[str, str], StudyView] = {}
+_LOCK = threading.Lock()
+
+
+def check_name(name: str) -> str:
+    """A study name from a URL or a callback, refused unless it could be one."""
+    if not isinstance(name, str) or len(name) > MAX_NAME or not NAME_OK.fullmatch(name):
+        raise DashboardError("not a study name: names hold letters, digits and . - _ : + and spaces, at most 200.")
+    return name
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return sorted(optuna.get_all_study_names(storage))
+
+
+def study_view(storage: optuna.storages.BaseStorage, url: str, name: str) -> StudyView:
+    """The study ``name`` at its current revision, read again only when it changed."""
+    check_name(name)
+    if name not in study_names(storage):
+        raise DashboardError(f"no study named {name!r} in this storage.")
+    study = optuna.load_study(study_name=name, storage=storage)
+    summaries = storage.get_all_trials(study._study_id, deepcopy=False, states=None)
+    newest = max((str(t.datetime_complete) for t in summaries if t.datetime_complete), default="")
+    revision = (len(summaries), newest)
+    key = (url, name)
+    with _LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None and cached.revision == revision:
+            return cached
+    try:
+        view = _read(study, revision)
+    except ResultsError as exc:
+        raise DashboardError(str(exc)) from None
+    with _LOCK:
+        _CACHE[key] = view
+    return view
+
+
+def parse_trial_number(text: Any) -> int:
+    """A trial id from a URL or a click: a non-negative integer, else :class:`DashboardError`."""
+    s = str(text)
+    if not s.isdigit() or len(s) > 9:
+        raise DashboardError(f"not a trial number: {s[:40]!r}.")
+    return int(s)

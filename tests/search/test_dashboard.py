@@ -1,0 +1,134 @@
+"""The dashboard's pages and callbacks on hand-made studies in SQLite: what it shows, and that it only reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.studies.fake_study import BASE, fake_study
+from tradeoff.objectives import Constraints, Weights
+from tradeoff.search.dashboard import (
+    DashboardError,
+    check_name,
+    create_app,
+    front_figure,
+    parse_trial_number,
+    read_only_storage,
+    study_view,
+    trial_detail,
+)
+from tradeoff.search.dashboard.app import best_summary, config_json, page_for, trial_rows
+from tradeoff.studies import record
+
+ACCURATE = {**BASE, "accuracy": 0.9, "size_bytes": 600.0}  # as accurate as the baseline, 40 % smaller
+SMALL = {**BASE, "accuracy": 0.87, "size_bytes": 150.0}  # three points less accurate, 85 % smaller
+
+
+@pytest.fixture
+def storage_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    fake_study([ACCURATE, SMALL], storage=url, max_drop=0.05)
+    return url
+
+
+def digest(url: str) -> str:
+    return hashlib.sha256(Path(url.removeprefix("sqlite:///")).read_bytes()).hexdigest()
+
+
+def test_weights_re_rank_the_front_and_limits_filter_it(storage_url: str) -> None:
+    view = study_view(read_only_storage(storage_url), storage_url, "fake")
+    no_limits = Constraints()
+    by_accuracy = view.front(Weights((1.0, 0.0, 0.0, 0.0), view.names), no_limits)
+    by_size = view.front(Weights((0.0, 1.0, 0.0, 0.0), view.names), no_limits)
+    assert by_accuracy[0][0].number != by_size[0][0].number  # the best trial moves with the weights
+    assert by_size[0][0].number == 2  # the small one
+    assert "Best under these weights: trial 2" in best_summary(
+        view, Weights((0.0, 1.0, 0.0, 0.0), view.names), no_limits
+    )
+    tight = view.front(Weights((0.0, 1.0, 0.0, 0.0), view.names), Constraints(max_accuracy_drop=0.01))
+    assert 2 not in {p.number for p, _ in tight}  # three points down: filtered out by a one-point limit
+
+
+def test_the_front_plot_uses_webgl_marks_each_kind_and_labels_units_and_sources(storage_url: str) -> None:
+    view = study_view(read_only_storage(storage_url), storage_url, "fake")
+    fig = front_figure(view, "size_bytes", "accuracy", view.weights, Constraints())
+    assert {t.type for t in fig.data} == {"scattergl"}
+    names = [t.name for t in fig.data]
+    assert any(n.startswith("Pareto front") for n in names) and any(n.startswith("baseline") for n in names)
+    assert any(n.startswith("best under these weights: trial") for n in names) and any(
+        n.startswith("knee") for n in names
+    )
+    assert fig.layout.xaxis.title.text == "size_bytes (bytes, measured)"  # fake_study labels every figure measured
+    front = next(t for t in fig.data if t.name.startswith("Pareto front"))
+    assert list(front.x) == sorted(front.x) and len(front.x) >= 2  # joined left to right
+
+
+def test_pages_show_studies_and_trials_and_say_what_is_missing(storage_url: str) -> None:
+    storage = read_only_storage(storage_url)
+    home = json.dumps(page_for(storage, storage_url, "/").to_plotly_json(), default=str)
+    assert "/study/fake" in home and "user-mlp" not in home
+    page = json.dumps(page_for(storage, storage_url, "/study/fake").to_plotly_json(), default=str)
+    assert "fake" in page and "front" in page
+    for hostile in (
+        "/study/nope",
+        "/study/..%2F..%2Fetc%2Fpasswd",
+        "/study/" + "x" * 5000,
+        "/etc/passwd",
+        "/study/a;b",
+    ):
+        shown = json.dumps(page_for(storage, storage_url, hostile).to_plotly_json(), default=str)
+        assert "error" in shown and "Traceback" not in shown, hostile
+    view = study_view(storage, storage_url, "fake")
+    assert [r["trial"] for r in trial_rows(view)] == [0, 1, 2]
+    detail = json.dumps(trial_detail(view, 2).to_plotly_json(), default=str)
+    assert "Trial 2" in detail and "baseline" in detail and "measured" in detail
+    with pytest.raises(DashboardError, match="no trial 7"):
+        trial_detail(view, 7)
+
+
+def test_names_and_trial_ids_from_pages_are_validated() -> None:
+    for bad in ("../x", "a/b", "x" * 201, "", "a\nb"):
+        with pytest.raises(DashboardError):
+            check_name(bad)
+    assert check_name("digits-demo") == "digits-demo"
+    for bad in ("abc", "-1", "1.5", "9" * 12, None):
+        with pytest.raises(DashboardError, match="not a trial number"):
+            parse_trial_number(bad)
+    assert parse_trial_number("12") == 12
+
+
+def test_export_downloads_the_trials_config_and_nothing_is_written(storage_url: str) -> None:
+    before = digest(storage_url)
+    storage = read_only_storage(storage_url)
+    view = study_view(storage, storage_url, "fake")
+    config = json.loads(config_json(storage, "fake", 2, view.weights))
+    assert config["trial"] == 2 and config["recipe"] == view.point(2).recipe
+    page_for(storage, storage_url, "/study/fake")
+    front_figure(view, "latency_ms", "energy_mj", view.weights, Constraints(max_accuracy_drop=0.02))
+    create_app(storage_url).server.test_client().get("/study/fake")
+    assert digest(storage_url) == before  # a session of reads left the database byte for byte as it was
+    import optuna
+
+    with pytest.raises(optuna.exceptions.StorageInternalError) as refused:  # the storage cannot write: SQLite mode=ro
+        optuna.load_study(study_name="fake", storage=storage).set_user_attr("x", 1)
+    assert "readonly" in repr(refused.value.__cause__ or refused.value.__context__)
+    assert digest(storage_url) == before
+
+
+def test_a_study_whose_task_is_not_importable_here_is_shown(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'foreign.db'}"
+    study = fake_study([SMALL], storage=url)
+    spec = dict(study.user_attrs[record.STUDY_SPEC])
+    spec["task"] = {"name": "no_such_module_here:make_task"}
+    study.set_user_attr(record.STUDY_SPEC, spec)
+    view = study_view(read_only_storage(url), url, "fake")
+    assert view.task == "no_such_module_here:make_task" and len(view.completed()) == 2
+
+
+def test_a_missing_storage_is_a_message_not_a_new_file(tmp_path: Path) -> None:
+    with pytest.raises(DashboardError, match="no study storage"):
+        read_only_storage(f"sqlite:///{tmp_path / 'none.db'}")
+    assert not (tmp_path / "none.db").exists()
