@@ -33,6 +33,10 @@ from .data import (
     study_view,
 )
 
+STYLE = (  # a little table and error styling; no external stylesheet (the dashboard works offline)
+    "<style>table{border-collapse:collapse}th,td{padding:4px 14px;text-align:left;border-bottom:1px solid #ddd}"
+    ".error{color:#b00020}pre{background:#f6f6f6;padding:8px;max-height:300px;overflow:auto}</style>"
+)
 POLL_MS = 5000  # live updates: a running study's pages re-read it this often (one cheap revision query)
 LIMIT_KEYS = ("max_accuracy_drop", "max_size_bytes", "max_latency_ms", "max_energy_mj")
 MARKERS = {  # state -> (symbol, colour, label)
@@ -320,6 +324,7 @@ def create_app(url: str) -> dash.Dash:
     """The dashboard app over the storage at ``url`` (opened read-only)."""
     storage = read_only_storage(url)
     app = dash.Dash(__name__, title="tradeoff", suppress_callback_exceptions=True)
+    app.index_string = app.index_string.replace("{%css%}", "{%css%}" + STYLE)
     app.layout = html.Div(
         [dcc.Location(id="url"), dcc.Interval(id="tick", interval=POLL_MS), html.H1(dcc.Link("tradeoff", href="/")), html.Div(id="page")],
         style={"fontFamily": "system-ui, sans-serif", "margin": "0 24px"},
