@@ -253,6 +253,8 @@ class Runner:
         the study never gets more trials than its budget.
         """
         while True:
+            if sigint_seen():  # a Ctrl-C whose KeyboardInterrupt Python swallowed (it landed in a GC callback)
+                raise KeyboardInterrupt
             with lock:
                 taken = sum(_counted(t) or t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
                 if taken >= self.n_trials:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -415,3 +416,24 @@ def test_ctrl_c_that_the_storage_turned_into_an_error_still_stops_the_run_as_an_
     monkeypatch.setattr(Runner, "_run", _sigint_then(None))
     with pytest.raises(optuna.exceptions.StorageInternalError):
         Runner(_fp32_spec("sigint"), url, n_trials=2).run()
+
+
+def test_a_ctrl_c_python_swallowed_still_stops_the_loop_before_the_next_trial(monkeypatch) -> None:
+    """SIGINT raised inside a GC callback is printed and ignored by Python; the flag the handler set is
+    still seen, so the loop stops (exit 130 in the CLI) instead of running the budget out."""
+    import tradeoff.search.runner as runner_module
+
+    spec = parse_spec({"study": {"name": "swallowed", "n_trials": 5}, "task": {"name": "digits"}})
+    runner = runner_module.Runner(spec, "sqlite:///:memory:")
+    asked = []
+    monkeypatch.setattr(runner_module, "sigint_seen", lambda: bool(asked))
+    study = optuna.create_study()
+
+    def run_one(study, trial, env, space, seed):
+        asked.append(trial.number)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    monkeypatch.setattr(runner, "_run_one", run_one)
+    with pytest.raises(KeyboardInterrupt):
+        runner._loop(study, None, None, 0, contextlib.nullcontext())
+    assert asked == [0]  # one trial ran; the seen Ctrl-C stopped the next one from being asked
