@@ -133,6 +133,113 @@ def front_figure(view: StudyView, x: str, y: str, weights: Weights, limits: Cons
     return fig
 
 
+def front_views(view: StudyView, kind: str, x: str, y: str, weights: Weights, limits: Constraints) -> go.Figure:
+    """The front as ``kind``: ``"2d"`` (:func:`front_figure`), ``"3d"`` (x, y and the next objective)
+    or ``"matrix"`` (every pair of the four objectives)."""
+    if kind == "2d":
+        return front_figure(view, x, y, weights, limits)
+    groups, _ = classify(view, weights, limits)
+    order = [k for k in MARKERS if groups[k]]
+    if kind == "3d":
+        z = next(n for n in view.names if n not in (x, y))
+        fig = go.Figure(
+            [
+                go.Scatter3d(
+                    x=[p.values[x] for p in groups[k]],
+                    y=[p.values[y] for p in groups[k]],
+                    z=[p.values[z] for p in groups[k]],
+                    mode="markers",
+                    name=MARKERS[k][2],
+                    marker={"color": MARKERS[k][1], "size": 4},
+                    text=[recipe_text(p) for p in groups[k]],
+                    hovertemplate="%{text}<extra></extra>",
+                )
+                for k in order
+            ]
+        )
+        fig.update_layout(
+            scene={
+                "xaxis_title": axis_title(view, x),
+                "yaxis_title": axis_title(view, y),
+                "zaxis_title": axis_title(view, z),
+            },
+            height=560,
+            margin={"l": 0, "r": 0, "t": 30, "b": 0},
+        )
+        return fig
+    fig = go.Figure(
+        [
+            go.Splom(
+                dimensions=[{"label": n, "values": [p.values[n] for p in groups[k]]} for n in view.names],
+                name=MARKERS[k][2],
+                marker={"color": MARKERS[k][1], "size": 5},
+                text=[recipe_text(p) for p in groups[k]],
+                diagonal_visible=False,
+            )
+            for k in order
+        ]
+    )
+    fig.update_layout(height=640, margin={"l": 60, "r": 20, "t": 30, "b": 40})
+    return fig
+
+
+def progress_figure(view: StudyView) -> go.Figure:
+    """Hypervolume after each trial, against the trial number and against wall-clock time."""
+    rows = [r for r in view.hypervolume if r["hypervolume"] is not None]
+    fig = go.Figure(
+        [
+            go.Scatter(x=[r["trial"] for r in rows], y=[r["hypervolume"] for r in rows], mode="lines+markers",
+                       name="against trial number", xaxis="x"),
+            go.Scatter(x=[r["elapsed_s"] / 60 for r in rows], y=[r["hypervolume"] for r in rows], mode="lines+markers",
+                       name="against minutes since the first trial", xaxis="x2"),
+        ]
+    )  # fmt: skip
+    fig.update_layout(
+        xaxis={"title": "trial", "domain": [0, 0.47]},
+        xaxis2={"title": "minutes", "domain": [0.53, 1.0], "anchor": "y"},
+        yaxis_title="hypervolume (normalised, feasible front)",
+        height=320,
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+        legend={"orientation": "h", "y": -0.3},
+    )
+    return fig
+
+
+def compare_figure(views: list[StudyView], x: str, y: str, *, normalised: bool) -> go.Figure:
+    """The feasible fronts of several studies on one plot, in each study's normalised space (relative to
+    its own baseline) or in absolute units: does a config transfer to the other target?"""
+    fig = go.Figure()
+    for view in views:
+        limits = Constraints(**view.limits)
+        front = sorted((p for p, _ in view.front(view.weights, limits)), key=lambda p: p.values[x])
+        base = view.baseline or {}
+
+        def at(p: Point, n: str, base: dict[str, float] = base) -> float:
+            if not normalised or n not in base or not base[n]:
+                return p.values[n]
+            return p.values[n] / base[n]
+
+        fig.add_trace(
+            go.Scattergl(
+                x=[at(p, x) for p in front],
+                y=[at(p, y) for p in front],
+                mode="lines+markers",
+                name=f"{view.name} ({view.device}, {len(front)} on the front)",
+                text=[f"{view.name}: {recipe_text(p)}" for p in front],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    suffix = " / its study's baseline" if normalised else ""
+    fig.update_layout(
+        xaxis_title=f"{x}{suffix}",
+        yaxis_title=f"{y}{suffix}",
+        height=480,
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
 def best_summary(view: StudyView, weights: Weights, limits: Constraints) -> str:
     front = view.front(weights, limits)
     if not front:
@@ -221,7 +328,30 @@ def _limits(values: list[Any]) -> Constraints:
     return Constraints(**out)
 
 
-def studies_page(storage: Any) -> html.Div:
+def sparkline(view: StudyView) -> dcc.Graph:
+    """A study's hypervolume against trials, small enough for a table cell."""
+    rows = [r for r in view.hypervolume if r["hypervolume"] is not None]
+    fig = go.Figure(go.Scatter(x=[r["trial"] for r in rows], y=[r["hypervolume"] for r in rows], mode="lines"))
+    fig.update_layout(
+        height=36, width=140, margin={"l": 0, "r": 0, "t": 0, "b": 0}, xaxis_visible=False, yaxis_visible=False
+    )
+    return dcc.Graph(figure=fig, config={"staticPlot": True}, style={"height": "36px", "width": "140px"})
+
+
+def compare_page(views: list[StudyView]) -> html.Div:
+    """Fronts of several studies overlaid, relative to each study's own baseline and in absolute units."""
+    x, y = views[0].names[1], views[0].names[0]
+    return html.Div(
+        [
+            html.H2("Compare: " + ", ".join(v.name for v in views)),
+            html.P("Each study's feasible front under its own weights and limits."),
+            dcc.Graph(id="compare-normalised", figure=compare_figure(views, x, y, normalised=True)),
+            dcc.Graph(id="compare-absolute", figure=compare_figure(views, x, y, normalised=False)),
+        ]
+    )
+
+
+def studies_page(storage: Any, url: str = "") -> html.Div:
     rows = []
     for name in study_names(storage):
         import optuna
@@ -229,20 +359,41 @@ def studies_page(storage: Any) -> html.Div:
         s = optuna.load_study(study_name=name, storage=storage)
         r = study_row(s)
         hv = r["hypervolume"]
+        try:
+            view = study_view(storage, url, name)
+            device, spark = view.device, sparkline(view)
+        except DashboardError:  # an Optuna study tradeoff did not make: listed, not drawn
+            device, spark = "-", ""
         rows.append(
             html.Tr(
                 [
                     html.Td(dcc.Link(name, href=f"/study/{name}")),
                     html.Td(r["task"] or "-"),
+                    html.Td(device),
                     html.Td(f"{r['complete']} / {r['budget'] or '?'}"),
                     html.Td(str(r["front"])),
                     html.Td("-" if hv is None else f"{hv:.4f}"),
+                    html.Td(spark),
                     html.Td("running" if r["running"] else ""),
                 ]
             )
         )
-    head = html.Tr([html.Th(h) for h in ("study", "task", "trials done / budget", "front", "hypervolume", "")])
-    return html.Div([html.H2("Studies"), html.Table([head, *rows], id="studies")])
+    head = html.Tr(
+        [
+            html.Th(h)
+            for h in ("study", "task", "target", "trials done / budget", "front", "hypervolume", "over trials", "")
+        ]
+    )
+    names = study_names(storage)
+    return html.Div(
+        [
+            html.H2("Studies"),
+            html.Table([head, *rows], id="studies"),
+            html.H3("Compare fronts"),
+            dcc.Checklist(names, [], id="compare-pick", inline=True),
+            dcc.Link("pick two or more studies", href="/", id="compare-link"),
+        ]
+    )
 
 
 def study_page(view: StudyView) -> html.Div:
@@ -286,12 +437,23 @@ def study_page(view: StudyView) -> html.Div:
                         style={"flex": "0 0 300px", "fontSize": "13px"},
                     ),
                     html.Div(
-                        [html.P(id="best", style={"fontWeight": "bold"}), dcc.Graph(id="front")],
+                        [
+                            html.P(id="best", style={"fontWeight": "bold"}),
+                            dcc.RadioItems(
+                                [{"label": "2-D", "value": "2d"}, {"label": "3-D", "value": "3d"},
+                                 {"label": "all four", "value": "matrix"}],
+                                "2d", id="view-kind", inline=True,
+                            ),
+                            dcc.Graph(id="front"),
+                        ],
                         style={"flex": "1 1 auto", "minWidth": "0"},
                     ),
                 ],
                 style={"display": "flex", "gap": "24px"},
             ),
+            html.H3("Progress"),
+            dcc.Graph(id="progress", figure=progress_figure(view)),
+            html.H3("Trials"),
             dash_table.DataTable(
                 id="trials",
                 columns=[{"name": c, "id": c} for c in ("trial", "state", "fidelity", "stop_reason", "prune", "wbits", "abits", "form", *view.names)],
@@ -312,7 +474,12 @@ def page_for(storage: Any, url: str, pathname: str | None) -> html.Div:
     path = unquote(pathname or "/")
     try:
         if path in ("/", ""):
-            return studies_page(storage)
+            return studies_page(storage, url)
+        if path.startswith("/compare/"):
+            names = [n for n in path[len("/compare/") :].split(",") if n]
+            if not 2 <= len(names) <= 8:
+                raise DashboardError("compare two to eight studies: /compare/NAME,NAME")
+            return compare_page([study_view(storage, url, n) for n in names])
         if path.startswith("/study/"):
             return study_page(study_view(storage, url, path[len("/study/") :]))
         raise DashboardError(f"no page at {path[:80]!r}; the studies are at /.")
@@ -341,6 +508,8 @@ def create_app(url: str) -> dash.Dash:
         Output("front", "figure"),
         Output("best", "children"),
         Output("trials", "data"),
+        Output("progress", "figure"),
+        Input("view-kind", "value"),
         Input("x-axis", "value"),
         Input("y-axis", "value"),
         Input({"type": "weight", "name": dash.ALL}, "value"),
@@ -348,12 +517,20 @@ def create_app(url: str) -> dash.Dash:
         Input("tick", "n_intervals"),
         State("study-name", "data"),
     )
-    def refresh(x: str, y: str, weights: list[float], limits: list[Any], _tick: int, name: str) -> Any:
+    def refresh(kind: str, x: str, y: str, weights: list[float], limits: list[Any], _tick: int, name: str) -> Any:
         view = view_of(name)
-        if x not in view.names or y not in view.names:
+        if x not in view.names or y not in view.names or kind not in ("2d", "3d", "matrix"):
             raise dash.exceptions.PreventUpdate
         w, lim = _weights(view, weights), _limits(limits)
-        return front_figure(view, x, y, w, lim), best_summary(view, w, lim), trial_rows(view)
+        figure = front_views(view, kind, x, y, w, lim)
+        return figure, best_summary(view, w, lim), trial_rows(view), progress_figure(view)
+
+    @app.callback(Output("compare-link", "href"), Output("compare-link", "children"), Input("compare-pick", "value"))
+    def compare_link(picked: list[str] | None) -> Any:
+        picked = [n for n in picked or [] if n in study_names(storage)]
+        if len(picked) < 2:
+            return "/", "pick two or more studies"
+        return "/compare/" + ",".join(picked), "compare " + ", ".join(picked)
 
     @app.callback(
         Output("selected", "data"),

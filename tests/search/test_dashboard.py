@@ -132,3 +132,31 @@ def test_a_missing_storage_is_a_message_not_a_new_file(tmp_path: Path) -> None:
     with pytest.raises(DashboardError, match="no study storage"):
         read_only_storage(f"sqlite:///{tmp_path / 'none.db'}")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_three_views_of_the_front_progress_and_a_comparison_of_two_studies(tmp_path: Path) -> None:
+    from tradeoff.search.dashboard.app import compare_figure, front_views, progress_figure
+
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    fake_study([ACCURATE, SMALL], storage=url)
+    other = fake_study([{**SMALL, "latency_ms": 1.0}], storage=url, name="other-target")
+    storage = read_only_storage(url)
+    view = study_view(storage, url, "fake")
+    assert {t.type for t in front_views(view, "3d", "size_bytes", "accuracy", view.weights, Constraints()).data} == {
+        "scatter3d"
+    }
+    assert {
+        t.type for t in front_views(view, "matrix", "size_bytes", "accuracy", view.weights, Constraints()).data
+    } == {"splom"}
+    progress = progress_figure(view)
+    assert [t.name for t in progress.data] == ["against trial number", "against minutes since the first trial"]
+    views = [view, study_view(storage, url, other.study_name)]
+    fig = compare_figure(views, "size_bytes", "accuracy", normalised=True)
+    assert [t.name.split(" ")[0] for t in fig.data] == ["fake", "other-target"]
+    assert max(max(t.x) for t in fig.data) <= 1.0  # relative to each study's baseline: compressed trials are < 1
+    page = json.dumps(page_for(storage, url, "/compare/fake,other-target").to_plotly_json(), default=str)
+    assert "compare-normalised" in page and "compare-absolute" in page
+    for bad in ("/compare/fake", "/compare/fake,nope", "/compare/" + ",".join(["fake"] * 9)):
+        assert "error" in json.dumps(page_for(storage, url, bad).to_plotly_json(), default=str), bad
+    home = json.dumps(page_for(storage, url, "/").to_plotly_json(), default=str)
+    assert "compare-pick" in home and "other-target" in home

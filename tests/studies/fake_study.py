@@ -20,6 +20,7 @@ def fake_study(
     constraints: dict[str, float] | None = None,
     storage: str | None = None,
     figures: dict[int, dict[str, float]] | None = None,  # extra figures of candidate i (1-based), e.g. accuracy_gap
+    name: str = "fake",
 ) -> optuna.Study:
     """A study of the baseline ``BASE`` and ``candidates``; ``constraints`` (the spec's table) replaces
     the default accuracy-drop limit ``max_drop``."""
@@ -27,13 +28,13 @@ def fake_study(
         constraints = {"max_accuracy_drop": max_drop} if max_drop is not None else {}
     spec = parse_spec(
         {
-            "study": {"name": "fake"},
+            "study": {"name": name},
             "task": {"name": "digits"},
             "objectives": {"accuracy": 0.5, "size_bytes": 0.5, "latency_ms": 0.0, "energy_mj": 0.0},
             "constraints": constraints,
         }
     )
-    study = optuna.create_study(study_name="fake", storage=storage, directions=list(DIRECTIONS))
+    study = optuna.create_study(study_name=name, storage=storage, directions=list(DIRECTIONS))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(OBJECTIVE_NAMES))
