@@ -60,8 +60,16 @@ def study_spec(study: optuna.Study) -> Spec:
     return parse_stored_spec(data, f"study {study.study_name!r}")
 
 
+BASELINE_AMONG_FIRST = 8  # the baseline is trial 0, or one of the first after interrupted trials
+
+
 def baseline_trial(study: optuna.Study) -> FrozenTrial:
     """Trial 0: the uncompressed model, reference of all normalisation."""
+    storage, sid = study._storage, study._study_id
+    for number in range(min(BASELINE_AMONG_FIRST, storage.get_n_trials(sid))):  # one read each, not the study
+        t = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(sid, number))
+        if t.state == TrialState.COMPLETE and record.is_baseline(t):
+            return t
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if record.is_baseline(t):
             return t
@@ -103,18 +111,20 @@ def ranked_front(study: optuna.Study, weights: Weights | None = None) -> list[Fr
 
 def pick(study: optuna.Study, rule: str, weights: Weights | None = None) -> FrontEntry:
     """The trial chosen by ``rule``: ``"knee"``, ``"cost"`` (lowest weighted cost) or a trial number."""
-    entries = ranked_front(study, weights)
     if rule.isdigit():
         number = int(rule)
-        trials = study.get_trials(deepcopy=False)
-        if number >= len(trials) or trials[number].state != TrialState.COMPLETE:
+        try:  # one trial read, not the whole study (the dashboard's export of a 10,000-trial study)
+            t = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+        except KeyError:
+            t = None
+        if t is None or t.state != TrialState.COMPLETE:
             raise ResultsError(f"trial {number} of study {study.study_name!r} is not a completed trial.")
         names = objective_names_of(study)
         weights = _weights_for(study, weights)
-        t = trials[number]
         base = values_of(baseline_trial(study), names)
         v = values_of(t, names)
         return FrontEntry(t, v, normalise(v, base, names), weighted_cost(v, base, weights))
+    entries = ranked_front(study, weights)  # only the rules that choose from the front need it
     if not entries:
         raise ResultsError(
             f"study {study.study_name!r} has no feasible trial on its front: no completed trial meets the "

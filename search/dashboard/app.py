@@ -300,10 +300,64 @@ def trial_detail(view: StudyView, number: int) -> html.Div:
         [
             html.H4(f"Trial {p.number}: {p.state}, executed as {p.deployable_form or '-'}"),
             html.Table([head, *rows], className="detail"),
+            dcc.Graph(figure=recipe_figure(p), id="trial-recipe-chart"),
             html.Pre(json.dumps(p.recipe, indent=1), id="trial-recipe"),
             html.P(p.finetune.get("why_kept") or p.finetune.get("explanation") or ""),
         ]
     )
+
+
+def recipe_figure(p: Point) -> go.Figure:
+    """The recipe over the model's layer groups: pruning ratio and weight bits per group (the rest of
+    the layers take the recipe's own ratio and width)."""
+    pr, q = p.recipe.get("pruning", {}), p.recipe.get("quantization", {})
+    groups = list(dict.fromkeys([*pr.get("groups", {}), *q.get("groups", {})])) + ["(other layers)"]
+    ratios = [pr.get("groups", {}).get(g, pr.get("ratio", 0.0)) for g in groups]
+    bits = [q.get("groups", {}).get(g, q.get("weight_bits", 32)) for g in groups]
+    fig = go.Figure(
+        [
+            go.Bar(x=groups, y=ratios, name="channels pruned (fraction)", yaxis="y"),
+            go.Scatter(
+                x=groups,
+                y=bits,
+                name="weight bits",
+                yaxis="y2",
+                mode="markers",
+                marker={"size": 14, "symbol": "diamond"},
+            ),
+        ]
+    )
+    fig.update_layout(
+        yaxis={"title": "pruned", "range": [0, 1]},
+        yaxis2={"title": "weight bits", "overlaying": "y", "side": "right", "range": [0, 33]},
+        height=260,
+        margin={"l": 50, "r": 50, "t": 20, "b": 40},
+        legend={"orientation": "h", "y": -0.35},
+    )
+    return fig
+
+
+def parcoords_figure(view: StudyView) -> go.Figure:
+    """Knobs against objectives, one line per trial with values, coloured by accuracy."""
+    done = view.completed()
+
+    def knob(p: Point, technique: str, key: str, default: float) -> float:
+        value = p.recipe.get(technique, {}).get(key, default)
+        return float(value) if isinstance(value, (int, float)) else default
+
+    dims = [
+        {"label": "prune", "values": [knob(p, "pruning", "ratio", 0.0) for p in done]},
+        {"label": "weight bits", "values": [knob(p, "quantization", "weight_bits", 32) for p in done]},
+        {"label": "act. bits", "values": [knob(p, "quantization", "activation_bits", 32) for p in done]},
+        {"label": "T", "values": [knob(p, "distillation", "temperature", 0.0) for p in done]},
+        {"label": "alpha", "values": [knob(p, "distillation", "alpha", 0.0) for p in done]},
+        *({"label": n, "values": [p.values[n] for p in done]} for n in view.names),
+    ]
+    fig = go.Figure(
+        go.Parcoords(dimensions=dims, line={"color": [p.values[view.names[0]] for p in done], "colorscale": "Viridis"})
+    )
+    fig.update_layout(height=360, margin={"l": 50, "r": 50, "t": 40, "b": 20})
+    return fig
 
 
 def config_json(storage: Any, name: str, number: int, weights: Weights) -> str:
@@ -419,6 +473,7 @@ def study_page(view: StudyView) -> html.Div:
         [
             dcc.Store(id="study-name", data=view.name),
             dcc.Store(id="selected", data=None),
+            dcc.Store(id="revision", data=list(view.revision)),  # what this page's table and progress show
             html.H2(f"{view.name} · task {view.task} · {view.device} · {len(view.completed())}/{view.budget} trials"),
             html.Div(
                 [
@@ -462,6 +517,7 @@ def study_page(view: StudyView) -> html.Div:
                 filter_action="native",
                 page_size=15,
             ),
+            dcc.Graph(id="parcoords", figure=parcoords_figure(view)),
             html.Div(id="detail"),
             html.Button("Download config.json", id="export"),
             dcc.Download(id="download"),
@@ -507,8 +563,6 @@ def create_app(url: str) -> dash.Dash:
     @app.callback(
         Output("front", "figure"),
         Output("best", "children"),
-        Output("trials", "data"),
-        Output("progress", "figure"),
         Input("view-kind", "value"),
         Input("x-axis", "value"),
         Input("y-axis", "value"),
@@ -522,8 +576,25 @@ def create_app(url: str) -> dash.Dash:
         if x not in view.names or y not in view.names or kind not in ("2d", "3d", "matrix"):
             raise dash.exceptions.PreventUpdate
         w, lim = _weights(view, weights), _limits(limits)
-        figure = front_views(view, kind, x, y, w, lim)
-        return figure, best_summary(view, w, lim), trial_rows(view), progress_figure(view)
+        return front_views(view, kind, x, y, w, lim), best_summary(view, w, lim)
+
+    @app.callback(
+        Output("trials", "data"),
+        Output("progress", "figure"),
+        Output("parcoords", "figure"),
+        Output("revision", "data"),
+        Input("tick", "n_intervals"),
+        State("study-name", "data"),
+        State("revision", "data"),
+        prevent_initial_call=True,
+    )
+    def live(_tick: int, name: str, shown: list[Any] | None) -> Any:
+        """The table and the progress plot follow a running study; a page whose study did not change
+        since it last got them (its revision, kept in the page) is sent nothing."""
+        view = view_of(name)
+        if shown is not None and tuple(shown) == view.revision:
+            raise dash.exceptions.PreventUpdate
+        return trial_rows(view), progress_figure(view), parcoords_figure(view), list(view.revision)
 
     @app.callback(Output("compare-link", "href"), Output("compare-link", "children"), Input("compare-pick", "value"))
     def compare_link(picked: list[str] | None) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from tradeoff.objectives import (
@@ -27,7 +28,6 @@ from tradeoff.objectives import (
     constraint_values,
     knee_index,
     normalise,
-    pareto_mask,
     weighted_cost,
 )
 from tradeoff.studies import record
@@ -39,6 +39,33 @@ NAME_OK = re.compile(
     r"[\w.\-:+ ]{1,200}"
 )  # what a study name from a URL may hold (Optuna allows more; tradeoff's do not)
 UNITS = {"accuracy": "fraction", "size_bytes": "bytes", "latency_ms": "ms", "energy_mj": "mJ"}
+
+
+def first_front(points: np.ndarray) -> np.ndarray:
+    """Mask of the non-dominated rows of ``points`` (every column minimised), without ranking the rest.
+
+    Rows are visited in lexicographic order, so a row can only be dominated by one visited before it;
+    each is compared with the front found so far (vectorised), which stays small on real studies:
+    about n x front-size comparisons instead of a full non-dominated sort's n^2.
+
+    Example:
+        >>> first_front(np.array([[1.0, 2.0], [2.0, 1.0], [2.0, 2.0], [1.0, 2.0]])).tolist()
+        [True, True, False, True]
+    """
+    n = len(points)
+    mask = np.zeros(n, dtype=bool)
+    order = np.lexsort(points.T[::-1])
+    front = np.empty((0, points.shape[1]))
+    for i in order:
+        p = points[i]
+        if len(front):
+            no_worse = (front <= p).all(axis=1)
+            better = (front < p).any(axis=1)
+            if (no_worse & better).any():
+                continue
+        mask[i] = True
+        front = np.vstack([front, p])
+    return mask
 
 
 class DashboardError(ValueError):
@@ -100,6 +127,7 @@ class StudyView:
     points: list[Point]
     revision: tuple[int, str]
     hypervolume: list[dict[str, Any]] = field(default_factory=list)
+    _fronts: dict[tuple[Any, ...], list[Point]] = field(default_factory=dict, repr=False)
 
     def point(self, number: int) -> Point:
         for p in self.points:
@@ -110,16 +138,30 @@ class StudyView:
     def completed(self) -> list[Point]:
         return [p for p in self.points if p.values]
 
+    def front_points(self, limits: Constraints) -> list[Point]:
+        """The feasible non-dominated trials under ``limits``: sorted once per revision and limits (the
+        weights do not change which trials are on it, so a slider move costs no sort)."""
+        key = tuple(
+            getattr(limits, f) for f in ("max_accuracy_drop", "max_latency_ms", "max_size_bytes", "max_energy_mj")
+        )
+        with _LOCK:
+            cached = self._fronts.get(key)
+        if cached is not None:
+            return cached
+        done = [p for p in self.completed() if self._meets(p, limits)] if self.baseline is not None else []
+        front: list[Point] = []
+        if done:
+            points = np.stack([normalise(p.values, self.baseline, self.names) for p in done])
+            front = [p for p, m in zip(done, first_front(points), strict=True) if m]
+        with _LOCK:
+            self._fronts[key] = front
+        return front
+
     def front(self, weights: Weights, limits: Constraints) -> list[tuple[Point, float]]:
         """The feasible non-dominated trials under ``limits``, lowest weighted cost first, with their cost."""
         if self.baseline is None:
             return []
-        done = [p for p in self.completed() if self._meets(p, limits)]
-        if not done:
-            return []
-        points = np.stack([normalise(p.values, self.baseline, self.names) for p in done])
-        mask = pareto_mask(points)
-        ranked = [(p, weighted_cost(p.values, self.baseline, weights)) for p, m in zip(done, mask, strict=True) if m]
+        ranked = [(p, weighted_cost(p.values, self.baseline, weights)) for p in self.front_points(limits)]
         return sorted(ranked, key=lambda pc: (pc[1], pc[0].number))
 
     def knee(self, front: list[tuple[Point, float]]) -> Point | None:
@@ -196,22 +238,39 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return sorted(optuna.get_all_study_names(storage))
 
 
+def _revision(storage: optuna.storages.BaseStorage, name: str) -> tuple[int, str]:
+    """How many trials the study has and when the newest one finished or changed state: one small
+    SQL query on an RDB storage (reading every trial to learn this cost 0.8 s at 1,000 trials)."""
+    study_id = storage.get_study_id_from_name(name)
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        with engine.connect() as conn:
+            n, newest, running = conn.execute(
+                sqlalchemy.text(
+                    "SELECT COUNT(*), MAX(datetime_complete), SUM(CASE WHEN state = 'RUNNING' THEN 1 ELSE 0 END) "
+                    "FROM trials WHERE study_id = :id"
+                ),
+                {"id": study_id},
+            ).one()
+        return int(n), f"{newest}|{running}"
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    newest = max((str(t.datetime_complete) for t in trials if t.datetime_complete), default="")
+    return len(trials), newest
+
+
 def study_view(storage: optuna.storages.BaseStorage, url: str, name: str) -> StudyView:
     """The study ``name`` at its current revision, read again only when it changed."""
     check_name(name)
     if name not in study_names(storage):
         raise DashboardError(f"no study named {name!r} in this storage.")
-    study = optuna.load_study(study_name=name, storage=storage)
-    summaries = storage.get_all_trials(study._study_id, deepcopy=False, states=None)
-    newest = max((str(t.datetime_complete) for t in summaries if t.datetime_complete), default="")
-    revision = (len(summaries), newest)
+    revision = _revision(storage, name)
     key = (url, name)
     with _LOCK:
         cached = _CACHE.get(key)
         if cached is not None and cached.revision == revision:
             return cached
     try:
-        view = _read(study, revision)
+        view = _read(optuna.load_study(study_name=name, storage=storage), revision)
     except ResultsError as exc:
         raise DashboardError(str(exc)) from None
     with _LOCK:

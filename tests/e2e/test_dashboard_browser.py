@@ -125,17 +125,20 @@ def test_a_person_can_read_reweight_inspect_and_export_a_study(served, browser) 
     option.click()
     wait_for(lambda: "latency_ms" in browser.find_element(By.CSS_SELECTOR, "#front .xtitle").text)
 
-    # the plot is not empty: hiding its traces changes what it looks like
+    # the plot is not empty: with its traces hidden it looks different from with them shown
     graph = browser.find_element(By.ID, "front")
-    shown = graph.screenshot_as_png
     points = browser.execute_script(
         "const d = document.querySelector('#front .js-plotly-plot').data; return d.reduce((n, t) => n + t.x.length, 0);"
     )
     assert points >= 4  # baseline and three candidates, plus the best and knee marks
-    browser.execute_script("Plotly.restyle(document.querySelector('#front .js-plotly-plot'), {visible: false});")
+    plot = "document.querySelector('#front .js-plotly-plot')"
+    browser.execute_script(f"Plotly.restyle({plot}, {{visible: false}});")
     time.sleep(0.5)
     hidden = graph.screenshot_as_png
-    assert hashlib.sha256(shown).digest() != hashlib.sha256(hidden).digest() and len(shown) > len(hidden)
+    browser.execute_script(f"Plotly.restyle({plot}, {{visible: true}});")
+    # WebGL draws a frame later than the DOM updates: wait for it, a few seconds at most
+    shown = wait_for(lambda: (png := graph.screenshot_as_png) != hidden and png, timeout=10)
+    assert len(shown) > len(hidden)  # markers and the front line add detail to the PNG
 
     # 4. open a trial from the table
     cell = wait_for(lambda: browser.find_element(By.CSS_SELECTOR, '#trials td[data-dash-column="trial"]'))

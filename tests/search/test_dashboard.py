@@ -160,3 +160,39 @@ def test_three_views_of_the_front_progress_and_a_comparison_of_two_studies(tmp_p
         assert "error" in json.dumps(page_for(storage, url, bad).to_plotly_json(), default=str), bad
     home = json.dumps(page_for(storage, url, "/").to_plotly_json(), default=str)
     assert "compare-pick" in home and "other-target" in home
+
+
+@pytest.mark.parametrize("dims", [2, 3, 4])
+def test_the_dashboards_front_is_the_non_dominated_set(dims: int) -> None:
+    import numpy as np
+
+    from tradeoff.objectives import pareto_mask
+    from tradeoff.search.dashboard.data import first_front
+
+    rng = np.random.default_rng(dims)
+    points = rng.random((400, dims)).round(2)  # rounded: ties and duplicates happen
+    points[::50] = points[1]  # exact duplicates of one row
+    assert first_front(points).tolist() == pareto_mask(points).tolist()
+
+
+def test_trial_detail_draws_the_recipe_over_layer_groups_and_knobs_meet_objectives(tmp_path: Path) -> None:
+    import dataclasses
+
+    from tradeoff.search.dashboard.app import parcoords_figure, recipe_figure
+    from tradeoff.spaces import PruningConfig, QuantizationConfig, Recipe
+
+    url = f"sqlite:///{tmp_path / 'groups.db'}"
+    fake_study([SMALL], storage=url)
+    grouped = Recipe(
+        pruning=PruningConfig(ratio=0.2, groups={"stage1": 0.5}),
+        quantization=QuantizationConfig(weight_bits=8, groups={"stage2": 4}),
+    )
+    view = study_view(read_only_storage(url), url, "fake")
+    fig = recipe_figure(dataclasses.replace(view.point(1), recipe=grouped.to_dict()))
+    bars = next(t for t in fig.data if t.type == "bar")
+    bits = next(t for t in fig.data if t.type == "scatter")
+    assert list(bars.x) == ["stage1", "stage2", "(other layers)"]
+    assert list(bars.y) == [0.5, 0.2, 0.2] and list(bits.y) == [8, 4, 8]
+    par = parcoords_figure(view)
+    labels = [d["label"] for d in par.data[0].dimensions]
+    assert labels[:5] == ["prune", "weight bits", "act. bits", "T", "alpha"] and labels[5:] == list(view.names)
