@@ -270,10 +270,14 @@ def trial_rows(view: StudyView) -> list[dict[str, Any]]:
                 "wbits": q.get("weight_bits", 32),
                 "abits": q.get("activation_bits", 32),
                 "form": p.deployable_form or "",
-                **{n: p.values.get(n) for n in view.names},
+                **{n: (float(f"{p.values[n]:.4g}") if n in p.values else None) for n in view.names},
             }
         )
     return rows
+
+
+def _spread(value: Any) -> str:
+    return "-" if value is None else (f"{value:.3g}" if isinstance(value, (int, float)) else str(value))
 
 
 def trial_detail(view: StudyView, number: int) -> html.Div:
@@ -291,11 +295,18 @@ def trial_detail(view: StudyView, number: int) -> html.Div:
                 html.Td(
                     f"{p.provenance.get(n, {}).get('device', '')}, {p.provenance.get(n, {}).get('threads', '?')} thr"
                 ),
+                html.Td(str(p.provenance.get(n, {}).get("repeats", "-"))),
+                html.Td(_spread(p.provenance.get(n, {}).get("spread"))),
             ]
         )
         for n in view.names
     ]
-    head = html.Tr([html.Th(h) for h in ("objective", f"trial {p.number}", "baseline", "source", "method", "where")])
+    head = html.Tr(
+        [
+            html.Th(h)
+            for h in ("objective", f"trial {p.number}", "baseline", "source", "method", "where", "repeats", "spread")
+        ]
+    )
     return html.Div(
         [
             html.H4(f"Trial {p.number}: {p.state}, executed as {p.deployable_form or '-'}"),
@@ -356,7 +367,7 @@ def parcoords_figure(view: StudyView) -> go.Figure:
     fig = go.Figure(
         go.Parcoords(dimensions=dims, line={"color": [p.values[view.names[0]] for p in done], "colorscale": "Viridis"})
     )
-    fig.update_layout(height=360, margin={"l": 50, "r": 50, "t": 40, "b": 20})
+    fig.update_layout(height=380, margin={"l": 60, "r": 60, "t": 70, "b": 20})
     return fig
 
 
@@ -367,6 +378,22 @@ def config_json(storage: Any, name: str, number: int, weights: Weights) -> str:
     study = optuna.load_study(study_name=name, storage=storage)
     entry = pick(study, str(number), weights)
     return json.dumps(build_config(study, entry, str(number), weights), indent=2) + "\n"
+
+
+def bundle_zip(storage: Any, name: str, number: int, weights: Weights) -> str:
+    """The full export bundle of a trial (``tradeoff export``), zipped into a temporary folder."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import optuna
+
+    from tradeoff.studies.export import export_bundle
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    folder = Path(tempfile.mkdtemp(prefix="tradeoff-bundle-"))
+    export_bundle(study, folder / f"{name}-trial-{number}", rule=str(number), weights=weights)
+    return shutil.make_archive(str(folder / f"{name}-trial-{number}"), "zip", folder / f"{name}-trial-{number}")
 
 
 def _weights(view: StudyView, values: list[float | None]) -> Weights:
@@ -456,8 +483,7 @@ def study_page(view: StudyView) -> html.Div:
         html.Div(
             [
                 html.Label(n),
-                dcc.Slider(0, 1, 0.05, value=w.get(n, 0.0), id={"type": "weight", "name": n}, marks=None,
-                           tooltip={"always_visible": True, "placement": "bottom"}),
+                dcc.Slider(0, 1, 0.05, value=w.get(n, 0.0), id={"type": "weight", "name": n}, marks=None),
             ],
             className="slider",
         )
@@ -520,7 +546,14 @@ def study_page(view: StudyView) -> html.Div:
             dcc.Graph(id="parcoords", figure=parcoords_figure(view)),
             html.Div(id="detail"),
             html.Button("Download config.json", id="export"),
+            html.Button(
+                "Download the bundle (rebuilds the model here: seconds)",
+                id="export-bundle",
+                disabled=not view.task_importable,
+                title="" if view.task_importable else f"the task {view.task!r} cannot be imported on this host",
+            ),
             dcc.Download(id="download"),
+            dcc.Download(id="download-bundle"),
         ]
     )  # fmt: skip
 
@@ -642,5 +675,23 @@ def create_app(url: str) -> dash.Dash:
         view.point(n)
         text = config_json(storage, name, n, _weights(view, weights))
         return {"content": text, "filename": f"{name}-trial-{n}-config.json"}
+
+    @app.callback(
+        Output("download-bundle", "data"),
+        Input("export-bundle", "n_clicks"),
+        State("selected", "data"),
+        State("study-name", "data"),
+        State({"type": "weight", "name": dash.ALL}, "value"),
+        prevent_initial_call=True,
+    )
+    def export_bundle_zip(_clicks: int, number: int | None, name: str, weights: list[float]) -> Any:
+        if number is None:
+            raise dash.exceptions.PreventUpdate
+        view = view_of(name)
+        if not view.task_importable:
+            raise dash.exceptions.PreventUpdate
+        n = parse_trial_number(number)
+        view.point(n)
+        return dcc.send_file(bundle_zip(storage, name, n, _weights(view, weights)))
 
     return app

@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,7 @@ class StudyView:
     points: list[Point]
     revision: tuple[int, str]
     hypervolume: list[dict[str, Any]] = field(default_factory=list)
+    task_importable: bool = False  # whether this host can rebuild the model (the full bundle is offered)
     _fronts: dict[tuple[Any, ...], list[Point]] = field(default_factory=dict, repr=False)
 
     def point(self, number: int) -> Point:
@@ -220,7 +222,28 @@ def _read(study: optuna.Study, revision: tuple[int, str]) -> StudyView:
         points=points,
         revision=revision,
         hypervolume=hypervolume_history(study),
+        task_importable=_importable(spec.task.name, spec.task.kwargs),
     )
+
+
+def _importable(name: str, kwargs: dict[str, Any]) -> bool:
+    """Whether this host has the task's code (so the full bundle can be offered), found without
+    importing or running it: a built-in, a ``file.py`` that exists, or a module Python can find."""
+    import importlib.util
+
+    from tradeoff.studies.tasks import BUILTIN_TASKS
+
+    if name in BUILTIN_TASKS:
+        return True
+    module, sep, _ = name.rpartition(":")
+    if not sep:
+        return False
+    if module.endswith(".py"):
+        return Path(module).is_file()
+    try:
+        return importlib.util.find_spec(module.split(".")[0]) is not None  # the top package: not executed
+    except (ImportError, ValueError):
+        return False
 
 
 _CACHE: dict[tuple[str, str], StudyView] = {}

@@ -196,3 +196,14 @@ def test_trial_detail_draws_the_recipe_over_layer_groups_and_knobs_meet_objectiv
     par = parcoords_figure(view)
     labels = [d["label"] for d in par.data[0].dimensions]
     assert labels[:5] == ["prune", "weight bits", "act. bits", "T", "alpha"] and labels[5:] == list(view.names)
+
+
+def test_the_full_bundle_is_offered_only_where_the_task_is_on_this_host(storage_url: str, tmp_path: Path) -> None:
+    from tradeoff.search.dashboard.data import _importable
+
+    view = study_view(read_only_storage(storage_url), storage_url, "fake")
+    assert view.task_importable  # digits is built in
+    assert not _importable("no_such_module_here:make_task", {})
+    assert not _importable(str(tmp_path / "missing.py") + ":make_task", {})
+    (tmp_path / "mine.py").write_text("raise SystemExit('must not run when the dashboard looks for it')\n")
+    assert _importable(str(tmp_path / "mine.py") + ":make_task", {})  # found, not executed
