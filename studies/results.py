@@ -66,8 +66,11 @@ BASELINE_AMONG_FIRST = 8  # the baseline is trial 0, or one of the first after i
 def baseline_trial(study: optuna.Study) -> FrozenTrial:
     """Trial 0: the uncompressed model, reference of all normalisation."""
     storage, sid = study._storage, study._study_id
-    for number in range(min(BASELINE_AMONG_FIRST, storage.get_n_trials(sid))):  # one read each, not the study
-        t = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(sid, number))
+    for number in range(BASELINE_AMONG_FIRST):  # one read each, not the study (get_n_trials reads them all)
+        try:
+            t = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(sid, number))
+        except KeyError:  # fewer trials than that
+            break
         if t.state == TrialState.COMPLETE and record.is_baseline(t):
             return t
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

@@ -207,3 +207,18 @@ def test_the_full_bundle_is_offered_only_where_the_task_is_on_this_host(storage_
     assert not _importable(str(tmp_path / "missing.py") + ":make_task", {})
     (tmp_path / "mine.py").write_text("raise SystemExit('must not run when the dashboard looks for it')\n")
     assert _importable(str(tmp_path / "mine.py") + ":make_task", {})  # found, not executed
+
+
+def test_the_fast_read_returns_what_optuna_returns(tmp_path: Path) -> None:
+    from tests.studies.fake_study import synthetic_study
+    from tradeoff.search.dashboard.data import _rows
+
+    url = f"sqlite:///{tmp_path / 'syn.db'}"
+    study = synthetic_study(url, 60, seed=3)
+    rows = _rows(study)
+    trials = study.get_trials(deepcopy=False)
+    assert [r.number for r in rows] == [t.number for t in trials]
+    for r, t in zip(rows, trials, strict=True):
+        assert r.state == t.state and r.user_attrs == t.user_attrs and r.system_attrs == t.system_attrs
+        assert r.values == (tuple(t.values) if t.values is not None else None)
+        assert r.datetime_complete == t.datetime_complete and r.datetime_start == t.datetime_start
