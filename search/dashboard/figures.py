@@ -9,6 +9,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from tradeoff.objectives import Constraints, Weights
+from tradeoff.studies import record
 
 from .data import UNITS, Point, StudyView
 
@@ -19,6 +20,11 @@ MARKERS = {  # state -> (symbol, colour, label)
     "screened": ("x", "#ff7f0e", "screened (limit broken before fine-tuning)"),
     "baseline": ("star", "#2ca02c", "baseline (uncompressed)"),
 }
+
+
+def _gap_flagged(p: Point) -> bool:
+    gap = p.figures.get("accuracy_gap")
+    return isinstance(gap, (int, float)) and abs(gap) > record.ACCURACY_GAP_FLAG
 
 
 def axis_title(view: StudyView, name: str) -> str:
@@ -77,6 +83,23 @@ def front_figure(view: StudyView, x: str, y: str, weights: Weights, limits: Cons
                 marker={"symbol": symbol, "color": colour, "size": 12 if kind in ("front", "baseline") else 8},
                 text=[recipe_text(p) for p in pts],
                 customdata=[p.number for p in pts],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    flagged = [p for p in view.completed() if _gap_flagged(p)]
+    if flagged:  # the program that runs scores more than half a point from the simulation (issue 27)
+        fig.add_trace(
+            go.Scattergl(
+                x=[p.values[x] for p in flagged],
+                y=[p.values[y] for p in flagged],
+                mode="markers",
+                name=f"accuracy of the deployable form > 0.5 pt from the scored ({len(flagged)})",
+                marker={"symbol": "triangle-up-open", "size": 18, "color": "#9467bd", "line": {"width": 2}},
+                customdata=[p.number for p in flagged],
+                text=[
+                    f"trial {p.number}: deployable {p.figures['deployable_accuracy']:.4f}, scored {p.figures['scored_accuracy']:.4f}"
+                    for p in flagged
+                ],
                 hovertemplate="%{text}<extra></extra>",
             )
         )

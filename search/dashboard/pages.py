@@ -15,10 +15,11 @@ from dash import dash_table, dcc, html
 
 from tradeoff.objectives import Constraints, Weights
 from tradeoff.search.display_data import study_row
+from tradeoff.studies import record
 from tradeoff.studies.export import build_config
 from tradeoff.studies.results import pick
 
-from .data import DashboardError, StudyView, study_names, study_view
+from .data import DashboardError, Point, StudyView, study_names, study_view
 from .figures import compare_figure, parcoords_figure, progress_figure, recipe_figure
 
 LIMIT_KEYS = ("max_accuracy_drop", "max_size_bytes", "max_latency_ms", "max_energy_mj")
@@ -55,9 +56,34 @@ def trial_rows(view: StudyView) -> list[dict[str, Any]]:
                 "abits": q.get("activation_bits", 32),
                 "form": p.deployable_form or "",
                 **{n: (float(f"{p.values[n]:.4g}") if n in p.values else None) for n in view.names},
+                # deployable less scored accuracy, in points; "!" past half a point (record.gap_flagged)
+                "acc_gap": _gap_text(p.figures.get("accuracy_gap")),
             }
         )
     return rows
+
+
+def _gap_text(gap: Any) -> str:
+    if not isinstance(gap, (int, float)):
+        return ""
+    return f"{100 * gap:+.2f} pt" + (" !" if abs(gap) > record.ACCURACY_GAP_FLAG else "")
+
+
+def _flagged(p: Point) -> bool:
+    gap = p.figures.get("accuracy_gap")
+    return isinstance(gap, (int, float)) and abs(gap) > record.ACCURACY_GAP_FLAG
+
+
+def _two_accuracies(p: Point) -> str:
+    """The deployable form's accuracy (the front's) and the scored model's, when both were measured."""
+    f = p.figures
+    if "deployable_accuracy" not in f:
+        return ""
+    text = (
+        f"accuracy {f['deployable_accuracy']:.4f} on the deployable form (the front's), "
+        f"{f['scored_accuracy']:.4f} on the scored model ({100 * f['accuracy_gap']:+.2f} points)"
+    )
+    return text + (": more than half a point apart" if _flagged(p) else "")
 
 
 def _spread(value: Any) -> str:
@@ -97,6 +123,7 @@ def trial_detail(view: StudyView, number: int) -> html.Div:
             html.Table([head, *rows], className="detail"),
             dcc.Graph(figure=recipe_figure(p), id="trial-recipe-chart"),
             html.Pre(json.dumps(p.recipe, indent=1), id="trial-recipe"),
+            html.P(_two_accuracies(p), className="error" if _flagged(p) else ""),
             html.P(p.finetune.get("why_kept") or p.finetune.get("explanation") or ""),
         ]
     )
@@ -255,7 +282,7 @@ def study_page(view: StudyView) -> html.Div:
             html.H3("Trials"),
             dash_table.DataTable(
                 id="trials",
-                columns=[{"name": c, "id": c} for c in ("trial", "state", "fidelity", "stop_reason", "prune", "wbits", "abits", "form", *view.names)],
+                columns=[{"name": c, "id": c} for c in ("trial", "state", "fidelity", "stop_reason", "prune", "wbits", "abits", "form", *view.names, "acc_gap")],
                 data=trial_rows(view),
                 sort_action="native",
                 filter_action="native",

@@ -222,3 +222,21 @@ def test_the_fast_read_returns_what_optuna_returns(tmp_path: Path) -> None:
         assert r.state == t.state and r.user_attrs == t.user_attrs and r.system_attrs == t.system_attrs
         assert r.values == (tuple(t.values) if t.values is not None else None)
         assert r.datetime_complete == t.datetime_complete and r.datetime_start == t.datetime_start
+
+
+def test_trials_whose_two_accuracies_differ_are_flagged(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gap.db'}"
+    two = {"scored_accuracy": 0.9, "deployable_accuracy": 0.9}
+    fake_study(
+        [ACCURATE, SMALL],
+        storage=url,
+        figures={1: {**two, "accuracy_gap": 0.002}, 2: {**two, "deployable_accuracy": 0.87, "accuracy_gap": -0.03}},
+    )
+    view = study_view(read_only_storage(url), url, "fake")
+    gaps = {r["trial"]: r["acc_gap"] for r in trial_rows(view)}
+    assert gaps == {0: "", 1: "+0.20 pt", 2: "-3.00 pt !"}
+    fig = front_figure(view, "size_bytes", "accuracy", view.weights, Constraints())
+    flagged = next(t for t in fig.data if t.name.startswith("accuracy of the deployable form"))
+    assert list(flagged.customdata) == [2]
+    detail = json.dumps(trial_detail(view, 2).to_plotly_json(), default=str)
+    assert "0.8700 on the deployable form" in detail and "more than half a point apart" in detail
