@@ -3,7 +3,7 @@ nothing is feasible, a DataFrame."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +117,9 @@ def pick(study: optuna.Study, rule: str, weights: Weights | None = None) -> Fron
     if rule.isdigit():
         number = int(rule)
         try:  # one trial read, not the whole study (the dashboard's export of a 10,000-trial study)
-            t = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+            t = study._storage.get_trial(
+                study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+            )
         except KeyError:
             t = None
         if t is None or t.state != TrialState.COMPLETE:
@@ -303,7 +305,13 @@ def hypervolume_history(study: optuna.Study) -> list[dict[str, Any]]:
     Each row: ``trial``, ``state``, ``hypervolume`` (``None`` for a stopped or failed trial: the
     front did not change) and ``elapsed_s`` (seconds from the first trial's start).
     """
-    done = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    return history_of(study.get_trials(deepcopy=False))
+
+
+def history_of(trials: Sequence[Any]) -> list[dict[str, Any]]:
+    """:func:`hypervolume_history` of trials already read (anything with ``number``, ``state``,
+    ``user_attrs``, ``datetime_start`` and ``datetime_complete``, as the dashboard's fast read has)."""
+    done = [t for t in trials if t.datetime_complete is not None]
     done.sort(key=lambda t: t.datetime_complete)
     if not done:
         return []

@@ -35,7 +35,7 @@ from tradeoff.objectives import (
     weighted_cost,
 )
 from tradeoff.studies import record
-from tradeoff.studies.results import ResultsError, objective_names_of, study_spec
+from tradeoff.studies.results import ResultsError, history_of, objective_names_of, study_spec
 from tradeoff.studies.storage import check_storage_url, sqlite_path
 
 MAX_NAME = 200  # study names longer than this are refused before the storage is asked
@@ -259,23 +259,6 @@ def _rows(study: optuna.Study) -> list[_Row]:
     return out
 
 
-def _hypervolume(rows: list[_Row]) -> list[dict[str, Any]]:
-    """As :func:`tradeoff.studies.results.hypervolume_history`, from rows already read."""
-    done = sorted((r for r in rows if r.datetime_complete is not None), key=lambda r: r.datetime_complete)
-    if not done:
-        return []
-    t0 = min(r.datetime_start or r.datetime_complete for r in done)
-    return [
-        {
-            "trial": r.number,
-            "state": r.state.name,
-            "hypervolume": record.attrs(r).get(record.HYPERVOLUME),  # type: ignore[arg-type]
-            "elapsed_s": (r.datetime_complete - t0).total_seconds(),
-        }
-        for r in done
-    ]
-
-
 def _read(study: optuna.Study, revision: tuple[int, str]) -> StudyView:
     spec = study_spec(study)  # validated without the task (parse_stored_spec)
     names = objective_names_of(study)
@@ -318,7 +301,7 @@ def _read(study: optuna.Study, revision: tuple[int, str]) -> StudyView:
         baseline=baseline,
         points=points,
         revision=revision,
-        hypervolume=_hypervolume(trials),
+        hypervolume=history_of(trials),
         task_importable=_importable(spec.task.name, spec.task.kwargs),
     )
 
