@@ -133,15 +133,8 @@ def test_a_person_can_read_reweight_inspect_and_export_a_study(served, browser) 
     assert points >= 4  # baseline and three candidates, plus the best and knee marks
     plot = "document.querySelector('#front .js-plotly-plot')"
     browser.execute_script(f"Plotly.restyle({plot}, {{visible: false}});")
-    # the hidden state once drawn: two screenshots in a row alike (no fixed wait)
-    last = [graph.screenshot_as_png]
-
-    def settled() -> bytes | None:
-        now = graph.screenshot_as_png
-        same, last[0] = now == last[0], now
-        return now if same else None
-
-    hidden = wait_for(settled, timeout=10)
+    time.sleep(0.5)
+    hidden = graph.screenshot_as_png
     browser.execute_script(f"Plotly.restyle({plot}, {{visible: true}});")
     # WebGL draws a frame later than the DOM updates: wait for it, a few seconds at most
     shown = wait_for(lambda: (png := graph.screenshot_as_png) != hidden and png, timeout=10)
