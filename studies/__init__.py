@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .export import CONFIG_FORMAT, ExportError, apply_config, export_bundle, load_config, rebuild
+from .host import check_target_fits
 from .record import TrialRecord
 from .results import (
     Feasibility,
@@ -40,6 +41,7 @@ __all__ = [
     "at_batch_size",
     "baseline_trial",
     "cached_teacher",
+    "check_target_fits",
     "demo_spec",
     "export_bundle",
     "feasibility",

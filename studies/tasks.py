@@ -6,6 +6,10 @@ A :class:`Task` is what a study compresses. A task is named by a built-in name (
 table (minus ``name``) is passed to it as keyword arguments. Built-in names are references
 resolved like a user's, so this module imports no built-in task.
 
+A reference is code the spec runs, so what is clearly no task factory is refused when it is
+resolved, before it could be called (:func:`refuse_non_factory`): Python's built-ins, functions of
+its standard library (``os:system``, ``subprocess:run``) and compiled functions without Python source.
+
 Example:
     >>> from tradeoff.studies.tasks import resolve_task
     >>> resolve_task("digits").__name__
@@ -14,10 +18,15 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
+import site
+import sys
+import sysconfig
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,7 +189,105 @@ def resolve_task(name: str) -> TaskFactory:
     factory = getattr(module, func_name, None)
     if not callable(factory):
         raise TaskError(f"task {name!r}: module {module_name!r} has no function {func_name!r}")
+    refuse_non_factory(name, factory)
     return factory
+
+
+TASK_HELP = "name a function that returns tradeoff.studies.Task (README: 'Your own model')"
+
+
+def refuse_non_factory(name: str, factory: Any) -> None:
+    """Refuse, without calling it, a callable that is clearly not a task factory.
+
+    Refused: Python's built-ins (``builtins:eval``), functions and classes of the standard library
+    (``os:system``, ``subprocess:run``, ``shutil:rmtree``, also when a user module re-exports them),
+    and compiled functions without Python source. Any Python callable defined outside the standard
+    library passes (a function, a class, an object with ``__call__``; through decorators and
+    ``functools.partial``), as do the installed packages' (site-packages).
+
+    Raises:
+        TaskError: saying what ``name`` names and what to name instead.
+
+    Example:
+        >>> import os
+        >>> refuse_non_factory("os:system", os.system)
+        Traceback (most recent call last):
+        ...
+        tradeoff.studies.tasks.TaskError: task 'os:system' names a function of Python's standard library, not a task factory; ...
+        >>> refuse_non_factory("mine:make", lambda: None)  # any Python function of yours passes
+    """
+    callee = _callee(factory)
+    module = str(getattr(callee, "__module__", None) or "")
+    top = module.partition(".")[0]
+    source = _python_source(callee)
+    stdlib = f"a {'class' if inspect.isclass(callee) else 'function'} of Python's standard library"
+    if top == "builtins":
+        what = "a Python built-in"
+    elif source is not None:  # Python code: where it lives decides, not a module name a user's package may share
+        what = stdlib if _in_stdlib(source) else None
+    elif top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        what = stdlib
+    else:
+        what = f"a compiled callable without Python source ({module or '?'}.{getattr(callee, '__name__', '?')})"
+    if what is not None:
+        raise TaskError(f"task {name!r} names {what}, not a task factory; {TASK_HELP}.")
+
+
+def _callee(obj: Any) -> Any:
+    """What calling ``obj`` runs: through ``functools.partial``, bound methods, and the wrappers of
+    decorators that are not the user's code (``functools.cache``'s, ``functools.singledispatch``'s)."""
+    for _ in range(100):  # a cycle of wrappers is not followed forever
+        if isinstance(obj, functools.partial):
+            obj = obj.func
+        elif inspect.ismethod(obj):
+            obj = obj.__func__
+        elif inspect.isclass(obj) or inspect.isbuiltin(obj) or not hasattr(obj, "__wrapped__"):
+            return obj
+        elif inspect.isfunction(obj) and not _in_stdlib(obj.__code__.co_filename):
+            return obj  # a wrapper the user wrote is the user's code, whatever it wraps
+        else:  # a compiled wrapper or one of the standard library's: what it wraps decides
+            obj = obj.__wrapped__
+    return obj
+
+
+def _python_source(obj: Any) -> str | None:
+    """The file of the Python code a call of ``obj`` runs, or None when it runs none (compiled code)."""
+    if inspect.isbuiltin(obj):
+        return None
+    if inspect.isfunction(obj):
+        return obj.__code__.co_filename
+    if inspect.isclass(obj):  # a Python class: its own methods' file, its module's, else its bases' methods'
+        own = (f.__code__.co_filename for f in vars(obj).values() if inspect.isfunction(f))
+        file = next(own, None) or getattr(sys.modules.get(obj.__module__), "__file__", None)
+        if file:
+            return None if file.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)) else file
+        inherited = (
+            f.__code__.co_filename for k in obj.__mro__[1:-1] for f in vars(k).values() if inspect.isfunction(f)
+        )
+        return next(inherited, None)
+    call = type(obj).__call__  # an instance: its class's __call__ runs
+    return call.__code__.co_filename if inspect.isfunction(call) else None
+
+
+@functools.cache
+def _stdlib_roots() -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """(the standard library's folders, the installed packages' folders, which may lie inside them)."""
+    paths = sysconfig.get_paths()
+    stdlib = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib") if paths.get(k)}
+    packages = {Path(paths[k]).resolve() for k in ("purelib", "platlib") if paths.get(k)}
+    packages |= {Path(p).resolve() for p in getattr(site, "getsitepackages", list)()}  # absent in old virtualenvs
+    if site.ENABLE_USER_SITE and site.getusersitepackages():
+        packages.add(Path(site.getusersitepackages()).resolve())
+    return tuple(stdlib), tuple(packages)
+
+
+def _in_stdlib(file: str) -> bool:
+    """Whether ``file`` is in the standard library's folders and not among the installed packages."""
+    path = Path(file).resolve()
+    stdlib, packages = _stdlib_roots()
+    if {"site-packages", "dist-packages"} & set(path.parts) or any(path.is_relative_to(p) for p in packages):
+        return False
+    return any(path.is_relative_to(p) for p in stdlib)
 
 
 def _module_from_file(name: str, path: Path) -> Any:
