@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ._base import EvalContext, Measurement, Objective, describe_device, top1
 from ._lock import measurement_lock
-from .accuracy import Accuracy, evaluate
+from .accuracy import Accuracy, NonFinite, evaluate
 from .complexity import COMPLEXITY_FIGURES, Complexity, SizeBytes
 from .cost import (
     DIRECTIONS,
@@ -22,6 +22,7 @@ from .cost import (
     weighted_cost,
 )
 from .energy import ENERGY_SOURCES, EnergyMj, EnergyModel, measure_energy, open_counter
+from .fingerprint import fingerprint_differences, target_fingerprint
 from .latency import LatencyMs, measure_latency, median_ci
 from .packing import packed_state_dict
 from .pareto import dominating_count, hypervolume, knee_index, nondominated_rank, pareto_mask, reference_point
@@ -47,6 +48,7 @@ __all__ = [
     "LatencyMs",
     "Measurement",
     "ModelProfile",
+    "NonFinite",
     "Objective",
     "SizeBytes",
     "Weights",
@@ -56,6 +58,7 @@ __all__ = [
     "describe_device",
     "dominating_count",
     "evaluate",
+    "fingerprint_differences",
     "hypervolume",
     "knee_index",
     "measure_energy",
@@ -71,6 +74,7 @@ __all__ = [
     "profile",
     "reference_point",
     "size_bytes",
+    "target_fingerprint",
     "top1",
     "weighted_cost",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -10,12 +11,20 @@ from torch import nn
 from ._base import Batch, EvalContext, Measurement, Metric, Objective, as_args, top1
 
 
+class NonFinite(ArithmeticError):
+    """A model's outputs (or the metric on them) hold NaN or infinity: its accuracy would mean nothing."""
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, val: Iterable[Batch], metric: Metric = top1) -> float:
     """Run ``model`` over every validation batch and apply ``metric`` once to all outputs.
 
     Applying the metric to the concatenated outputs (not averaging per batch) keeps metrics
     that are not means (F1, AUC) correct and weighs uneven last batches properly.
+
+    Raises:
+        NonFinite: an output is NaN or infinite (top-1 of such logits is an arbitrary class, so a
+            broken model would get a plausible-looking score), or the metric is.
 
     Example:
         >>> m = nn.Linear(2, 2)
@@ -26,8 +35,11 @@ def evaluate(model: nn.Module, val: Iterable[Batch], metric: Metric = top1) -> f
     model.eval()
     outputs, targets = [], []
     try:
-        for inputs, target in val:
-            outputs.append(model(*as_args(inputs)))
+        for i, (inputs, target) in enumerate(val):
+            out = model(*as_args(inputs))
+            if isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
+                raise NonFinite(f"the model's outputs hold NaN or inf on validation batch {i}")
+            outputs.append(out)
             targets.append(target)
     finally:
         model.train(was_training)
@@ -38,6 +50,8 @@ def evaluate(model: nn.Module, val: Iterable[Batch], metric: Metric = top1) -> f
         raise TypeError(
             "The task's metric returned a tensor; it must return a Python float (call `.item()` on the result)."
         )
+    if not math.isfinite(float(value)):
+        raise NonFinite(f"the task's metric is {float(value)} on the model's outputs")
     return float(value)
 
 

@@ -3,13 +3,14 @@
 Exit codes: 0 success; 2 bad usage, bad spec or bad storage URL (the message names the problem and
 nothing is written to storage); 1 a failure while running (a one-line message; the traceback only
 with ``--debug``); 130 interrupted by Ctrl-C (the running trial is marked failed; re-run to resume).
-``worker`` and ``dashboard`` commands come with later work.
+``worker`` joins a study from another host (PostgreSQL); ``dashboard`` serves the read-only web pages.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import traceback
 import warnings
 from collections.abc import Callable
@@ -36,12 +37,14 @@ from tradeoff.studies import (
     load_study,
     open_storage,
     ranked_front,
+    record,
     resolve_storage_url,
     study_hypervolume,
 )
 from tradeoff.studies.export import export_program
 from tradeoff.studies.results import pick
-from tradeoff.studies.spec import Spec, demo_spec_text
+from tradeoff.studies.spec import Spec, demo_spec_text, parse_stored_spec
+from tradeoff.studies.storage import USE_POSTGRES, hide_password, is_server
 
 from .display import (
     TrialProgress,
@@ -131,15 +134,26 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
 # ---------------------------------------------------------------------------------- run
 
 
-def _run(spec: Spec, storage: str | None, trials: int | None, workers: str | None = None) -> None:
-    url = resolve_storage_url(storage, spec.study.storage)
-    total = trials or spec.study.n_trials
-    runner = Runner(spec, url, n_trials=trials, workers=workers)  # a bad worker count is refused before any work
+def _run(
+    spec: Spec,
+    storage: str | None,
+    trials: int | None,
+    workers: str | None = None,
+    *,
+    url: str | None = None,
+    budget: int | None = None,
+) -> None:
+    """Run ``spec``'s study from this host; ``budget``: the study's stored budget a worker joins with."""
+    url = url or resolve_storage_url(storage, spec.study.storage)
+    total = trials or budget or spec.study.n_trials
+    # a bad worker count is refused before any work
+    runner = Runner(spec, url, n_trials=trials, workers=workers, keep_budget=budget is not None)
     err.print(
-        f"study [bold]{spec.study.name}[/] · task {spec.task.name} · {total} trials · storage {url} · "
-        f"{runner.workers} worker(s) ({runner.workers_reason})",
+        f"study [bold]{spec.study.name}[/] · task {spec.task.name} · {total} trials · storage {hide_password(url)} · "
+        f"{runner.workers} worker(s) on {socket.gethostname()} ({runner.workers_reason})",
         highlight=False,
     )
+    runner.on_note = lambda note: err.print(f"tradeoff: {note}", highlight=False, soft_wrap=True)
     with TrialProgress(total) as progress:
         runner.on_event = progress.on_event
         study = runner.run()
@@ -189,6 +203,35 @@ def launch(
     Example: tradeoff launch my-study.toml --trials 40 --workers 2
     """
     _guard(lambda: _run(load_spec(spec), storage, trials, workers))
+
+
+@app.command()
+def worker(study: StudyArg, storage: StorageOpt = None, trials: TrialsOpt = None, workers: WorkersOpt = None) -> None:
+    """Join an existing study from this host and run its trials until the study's budget is met.
+
+    Everything is built from what the study stores: its spec, task reference and arguments. The host must build the same teacher and data, and be the same kind of machine (CPU and its kernel flags or GPU, threads, torch), or it is refused (exit 2). The storage is a PostgreSQL database every host reaches (the postgres extra: pip install "tradeoff\\[postgres]"). --trials sets the study's budget for every host.
+
+    Example: tradeoff worker my-study --storage postgresql+psycopg://me:secret@db-host/studies --workers 2
+    """
+
+    def body() -> None:
+        url = resolve_storage_url(storage)
+        if not is_server(url):
+            raise StorageError(
+                f"tradeoff worker joins a study from another host or process, which an SQLite file ({url}) cannot "
+                f"serve safely; {USE_POSTGRES}. On this host alone, `tradeoff launch SPEC --workers N` runs N "
+                "workers on SQLite."
+            )
+        s = load_study(study, url)
+        stored = s.user_attrs.get(record.STUDY_SPEC)
+        if stored is None:
+            raise StorageError(f"study {study!r} stores no tradeoff spec: it was not created by tradeoff launch.")
+        spec = parse_stored_spec(stored, f"the spec stored on study {study!r}", resolve_task=True)
+        _run(
+            spec, None, trials, workers, url=url, budget=int(s.user_attrs.get(record.STUDY_BUDGET, spec.study.n_trials))
+        )
+
+    _guard(body)
 
 
 @app.command()

@@ -286,6 +286,13 @@ def print_summary(data: dict[str, Any]) -> None:
         f"{counts['duplicate']} reusing a duplicate), {counts['stopped']} stopped at a rung, "
         f"{counts['fail']} failed, {counts['running']} running of a budget of {data['budget']}"
     )
+    if data["failures"]:
+        out.print("failed by reason: " + ", ".join(f"{reason} {n}" for reason, n in data["failures"].items()))
+    if data["hosts"]:
+        out.print(
+            "hosts: " + ", ".join(f"{host} ({h['trials']} trials)" for host, h in data["hosts"].items()),
+            highlight=False,
+        )
     out.print(f"objectives: {', '.join(data['objectives'])} · weights {data['weights']}")
     if data["constraints"]:
         out.print(f"constraints: {data['constraints']}")
@@ -336,6 +343,8 @@ def trial_line(ev: TrialEvent) -> str:
     """
     if ev.state == "STOPPED":
         last = "stopped at a fidelity rung (dominated there)"
+    elif ev.state == "LOST":
+        last = f"lost ({ev.error})"
     elif ev.values is None:
         last = f"FAILED ({ev.error})" if ev.error else f"{ev.state.lower()} of trial {ev.duplicate_of}"
     else:

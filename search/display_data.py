@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tradeoff.objectives import Weights
-from tradeoff.studies import SpecError, feasibility, least_violating, ranked_front, record, study_hypervolume
+from tradeoff.studies import SpecError, feasibility, identity, least_violating, ranked_front, record, study_hypervolume
 from tradeoff.studies.results import Feasibility, ResultsError, Violation, objective_names_of, pick, study_spec
 from tradeoff.studies.spec import Spec
 
@@ -106,6 +106,21 @@ def study_row(study: optuna.Study) -> dict[str, Any]:
     }
 
 
+def _hosts(s: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> dict[str, dict[str, Any]]:
+    """Each host that ran the study's trials: how many, and when it joined (``tradeoff worker``, ``launch``)."""
+    joined = identity.hosts(s.user_attrs)
+    ran = record.trials_by_host(trials)
+    return {
+        host: {
+            "trials": ran.get(host, 0),
+            "first_joined": joined.get(host, {}).get("first_joined"),
+            "last_joined": joined.get(host, {}).get("last_joined"),
+            "workers": joined.get(host, {}).get("workers"),
+        }
+        for host in dict.fromkeys([*ran, *joined])
+    }
+
+
 def study_summary(s: optuna.Study, weights: str | None) -> tuple[dict[str, Any], Feasibility, list[Violation]]:
     """What ``show --json`` prints, with the feasibility and least-violating trials it was read from.
 
@@ -122,6 +137,7 @@ def study_summary(s: optuna.Study, weights: str | None) -> tuple[dict[str, Any],
     spec = study_spec(s)
     w = parse_weights(weights, s)
     n = counts(s)
+    trials = s.get_trials(deepcopy=False)
     front = ranked_front(s, w) if n["complete"] else []
     least = least_violating(s, LEAST_SHOWN, w) if n["complete"] and not front else []
     feas = feasibility(s)
@@ -134,8 +150,10 @@ def study_summary(s: optuna.Study, weights: str | None) -> tuple[dict[str, Any],
         "sampler": spec.study.sampler,
         "sampler_chosen": s.user_attrs.get(record.STUDY_SAMPLER),
         "seed": spec.study.seed,
-        "budget": spec.study.n_trials,
+        "budget": s.user_attrs.get(record.STUDY_BUDGET, spec.study.n_trials),  # across hosts, as last set
         "trials": n,
+        "failures": record.failures_by_reason(trials),  # FAIL trials by reason (record.FAIL_REASONS)
+        "hosts": _hosts(s, trials),
         "feasible": bool(front) if front or feas.candidates else None,
         "front_size": len(front),
         "hypervolume": hypervolume_or_none(s),

@@ -35,7 +35,7 @@ from tradeoff.spaces import (
     cache_teacher_outputs,
     find_lr,
 )
-from tradeoff.studies import Task, TrialRecord, shared_inputs
+from tradeoff.studies import Task, TrialRecord, check_target_fits, shared_inputs
 from tradeoff.studies.spec import Spec
 
 from .deployable import LatencyLookup, deployable_key, reused_latency
@@ -69,6 +69,7 @@ class TrialEnv:
     select_on: str = ""  # "validation" (a slice of it) or "held_back" (training batches); "": no selection data
     keep_better: KeepBetter = field(default_factory=KeepBetter)  # [search] keep_better
     lr: LrFinding | None = None  # the study's derived fine-tuning rate, when the spec says lr = "auto"
+    data_sha256: str = ""  # the task's training and validation data, hashed (the study's data identity)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -76,6 +77,9 @@ class TrialEnv:
 
     @classmethod
     def prepare(cls, spec: Spec, task: Task) -> TrialEnv:
+        """What every trial shares; first ``SpecError`` if this host cannot meet ``spec.target`` (threads
+        beyond its cores, a batch that cannot be allocated: :func:`tradeoff.studies.check_target_fits`)."""
+        check_target_fits(spec, task)  # every run path (launch, its workers) starts here: refuse before allocating
         search = spec.search
         shared = shared_inputs(
             task, spec.target.batch_size, select_on=search.select_on, select_size=search.rung_val_size
@@ -96,6 +100,7 @@ class TrialEnv:
             selection_logits=cache_teacher_outputs(task.model, shared.selection),
             select_on=shared.select_on if shared.selection else "",
             keep_better=KeepBetter(enabled=search.keep_better),
+            data_sha256=shared.data_sha256,
         )
 
     def with_lr(self, spec: Spec, stored: dict[str, Any] | None = None) -> TrialEnv:

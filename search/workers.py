@@ -28,16 +28,20 @@ the storage is an in-memory SQLite database that a second process cannot see, on
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Self
 
+import sqlalchemy
+
+from tradeoff.studies.reconnect import RECONNECT_S, retrying
 from tradeoff.studies.spec import SpecError
-from tradeoff.studies.storage import sqlite_path
+from tradeoff.studies.storage import CONNECT_TIMEOUT_S, is_server, sqlite_path
 
 INTERRUPTED = "interrupted: the process stopped while the trial ran"  # the error of a trial Ctrl-C stopped
 ENV_VAR = "TRADEOFF_WORKERS"  # overrides the spec's [search] workers (as --workers on the command line)
@@ -82,7 +86,9 @@ def resolve_workers(
     else:
         cores = os.cpu_count() or 1
         n = max(1, min(cores // max(threads, 1), MAX_AUTO))
-        reason = f"auto: {cores} cores // {threads} thread(s) a trial" + (f", at most {MAX_AUTO}" if n == MAX_AUTO else "")
+        reason = f"auto: {cores} cores // {threads} thread(s) a trial" + (
+            f", at most {MAX_AUTO}" if n == MAX_AUTO else ""
+        )
     if n > 1 and "fork" not in multiprocessing.get_all_start_methods():
         return 1, f"{reason}; one, since this platform cannot fork"
     if n > 1 and storage_url.startswith("sqlite") and sqlite_path(storage_url) is None:
@@ -108,6 +114,11 @@ class Workers:
         for p in self._procs:
             p.start()
 
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """The worker processes' ids (started ones)."""
+        return tuple(p.pid for p in self._procs if p.pid is not None)
+
     def stop(self, *, interrupt: bool = False) -> list[str]:
         """Wait for the workers to finish their trials (with ``interrupt``: Ctrl-C each, and terminate one
         that has not stopped after :data:`JOIN_S`); what went wrong, one line each."""
@@ -127,6 +138,64 @@ class Workers:
             elif p.exitcode != 0 and not (interrupt and p.exitcode == 130):  # 130: it stopped on Ctrl-C
                 problems.append(f"{p.name} exited with code {p.exitcode} (its error is above, on stderr)")
         return problems
+
+
+class StudyLock:
+    """One process at a time, across every process and host running the study, for "is the budget met? ask".
+
+    On PostgreSQL a session-level advisory lock (``pg_advisory_lock``) keyed by the study's name: the
+    database is the coordinator every host already shares, and a process that dies loses its session
+    and with it the lock, so a killed worker never leaves the study locked. On SQLite (one host) the
+    ``local`` lock the host's forked workers share (:attr:`Workers.lock`); with none, no locking.
+
+    Example:
+        >>> with StudyLock("sqlite:///:memory:", "doc"):
+        ...     "budget checked, trial asked"
+        'budget checked, trial asked'
+    """
+
+    def __init__(self, url: str, study_name: str, *, local: Any = None, reconnect_s: float = RECONNECT_S) -> None:
+        self.url = url
+        self.local = local
+        self.reconnect_s = reconnect_s
+        digest = hashlib.sha256(f"tradeoff-study:{study_name}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)  # advisory locks take one bigint
+        self._engine: sqlalchemy.Engine | None = None
+        self._engine_pid = -1  # a forked worker opens its own connections, never its parent's
+        self._conn: sqlalchemy.Connection | None = None
+
+    def _take(self) -> sqlalchemy.Connection:
+        if self._engine is None or self._engine_pid != os.getpid():
+            self._engine = sqlalchemy.create_engine(
+                self.url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": CONNECT_TIMEOUT_S}
+            )
+            self._engine_pid = os.getpid()
+        conn = self._engine.connect()
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+            conn.commit()  # the lock belongs to the session, not the transaction
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def __enter__(self) -> Self:
+        if is_server(self.url):
+            self._conn = retrying(self._take, limit_s=self.reconnect_s, what="the study's lock")
+        elif self.local is not None:
+            self.local.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):  # a lost connection has released it already
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+                conn.commit()
+            with contextlib.suppress(Exception):
+                conn.close()
+        elif not is_server(self.url) and self.local is not None:
+            self.local.release()
 
 
 def _child(target: Callable[[int], None], index: int) -> None:

@@ -41,7 +41,9 @@ DUPLICATE_OF = "duplicate_of"  # number of the trial whose result this one reuse
 ERROR = "error"  # why a FAILED trial failed (one line)
 SEED = "seed"  # the seed the recipe was applied with: the same seed reproduces the model
 FINETUNE = "finetune"  # how fine-tuning went: rate and rule, loss, zero-shot figures, weights kept and why
-WORKER = "worker"  # "host:pid" of the worker process that ran the trial ([search] workers)
+WORKER = "worker"  # "host:pid" of the worker process that ran the trial ([search] workers, tradeoff worker)
+FAIL_REASON = "fail_reason"  # why a FAILED trial failed, as one of FAIL_REASONS (ERROR has the message)
+RETRY_OF = "retry_of"  # number of the trial whose config this one runs again (that trial's worker died)
 
 TRIAL_KEYS = (
     ROLE,
@@ -61,25 +63,50 @@ TRIAL_KEYS = (
     HYPERVOLUME,
     DUPLICATE_OF,
     ERROR,
+    FAIL_REASON,
     WORKER,
+    RETRY_OF,
 )
 OPTIONAL_TRIAL_KEYS = (
     RUNG_POINT,
     STOP_REASON,
     DUPLICATE_OF,
     ERROR,
+    FAIL_REASON,
+    RETRY_OF,
 )  # set only when they apply; every other key is always set
 
 # ----- study user attributes
 STUDY_FORMAT_KEY = "format"  # STUDY_FORMAT; studies of format /1 are read through LEGACY_KEYS
 STUDY_FORMAT = "tradeoff.study/2"  # /2: the deployable form's keys renamed (LEGACY_KEYS)
 STUDY_SPEC = "spec"  # the validated spec as JSON (Spec.to_dict())
-STUDY_TASK = "task"  # {"name", "teacher_sha256", "info"}: the task as built for this study
+# {"name", "kwargs", "teacher_sha256", "data_sha256", "info"}: the task as built when the study was created; a
+# host whose task yields another teacher or other data may not add trials (search/identity.py)
+STUDY_TASK = "task"
 STUDY_SAMPLER = "sampler"  # {"name", "reason"}: the sampler the study runs with (what "auto" chose, and why)
 
 STUDY_LR = "lr"  # {"lr", "divergence_lr", "rule", "curve"}: the fine-tuning rate derived for lr = "auto" (find_lr)
 
-STUDY_KEYS = (STUDY_FORMAT_KEY, STUDY_SPEC, STUDY_TASK, STUDY_SAMPLER, STUDY_LR)
+STUDY_TARGET = "target"  # target_fingerprint(): the kind of machine every trial of the study is measured on
+STUDY_BUDGET = "budget"  # trials in the study, baseline included, across every host (launch/worker --trials set it)
+# {"store", "artifact_id", "file", "sha256"}: the teacher the launching host trained, in [study] artifacts
+STUDY_TEACHER = "teacher_artifact"
+STUDY_HOST_PREFIX = "host:"  # "host:<name>" -> {"fingerprint", "first_joined", "last_joined", "workers"}, one per host
+
+STUDY_KEYS = (
+    STUDY_FORMAT_KEY,
+    STUDY_SPEC,
+    STUDY_TASK,
+    STUDY_SAMPLER,
+    STUDY_LR,
+    STUDY_TARGET,
+    STUDY_BUDGET,
+    STUDY_TEACHER,
+    STUDY_HOST_PREFIX,
+)
+
+# ----- why a trial failed (FAIL_REASON); a FAIL without a reason lost its worker (heartbeat, or an older study)
+FAIL_REASONS = ("error", "out of memory", "non-finite", "interrupted", "lost")
 
 # ----- older studies (format tradeoff.study/1) named the deployable form three ways; read them as today
 LEGACY_KEYS = {"executed_as": DEPLOYABLE_FORM, "executable": DEPLOYABLE}
@@ -181,6 +208,71 @@ def gap_flagged(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether the two accuracies of a trial differ by more than :data:`ACCURACY_GAP_FLAG`."""
     gap = accuracy_gap(trial)
     return gap is not None and abs(gap) > ACCURACY_GAP_FLAG
+
+
+def failure_reason(trial: optuna.trial.FrozenTrial) -> str | None:
+    """Why a FAILED trial failed, one of :data:`FAIL_REASONS` (None for a trial that did not fail).
+
+    A failed trial without an error lost its worker: heartbeats failed it (its config is retried,
+    see :data:`RETRY_OF`), or an older tradeoff left no reason.
+
+    Example:
+        >>> from optuna.trial import TrialState, create_trial
+        >>> failure_reason(create_trial(state=TrialState.FAIL, user_attrs={FAIL_REASON: "out of memory"}))
+        'out of memory'
+        >>> failure_reason(create_trial(state=TrialState.FAIL))
+        'lost'
+    """
+    if trial.state != optuna.trial.TrialState.FAIL:
+        return None
+    a = trial.user_attrs
+    if a.get(FAIL_REASON) in FAIL_REASONS:
+        return str(a[FAIL_REASON])
+    error = a.get(ERROR)
+    if error is None:
+        return "lost"
+    return "interrupted" if str(error).startswith("interrupted") else "error"
+
+
+def failures_by_reason(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """How many trials failed for each reason, in :data:`FAIL_REASONS` order (reasons seen only).
+
+    Example:
+        >>> from optuna.trial import TrialState, create_trial
+        >>> failures_by_reason([create_trial(state=TrialState.FAIL), create_trial(value=1.0)])
+        {'lost': 1}
+    """
+    counts = {reason: 0 for reason in FAIL_REASONS}
+    for t in trials:
+        if (reason := failure_reason(t)) is not None:
+            counts[reason] += 1
+    return {reason: n for reason, n in counts.items() if n}
+
+
+def trials_by_host(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
+    """How many trials each host ran (the ``host`` of :data:`WORKER`'s ``host:pid``), most first.
+
+    Example:
+        >>> from optuna.trial import create_trial
+        >>> trials_by_host([create_trial(value=1.0, user_attrs={WORKER: "a:1"}), create_trial(value=1.0)])
+        {'a': 1}
+    """
+    counts: dict[str, int] = {}
+    for t in trials:
+        worker = t.user_attrs.get(WORKER)
+        if worker:
+            host = str(worker).rpartition(":")[0] or str(worker)
+            counts[host] = counts.get(host, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def retry_of(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The number of the trial whose config ``trial`` runs again (its worker died), else None."""
+    value = trial.user_attrs.get(RETRY_OF)
+    if value is None:
+        history = trial.system_attrs.get("retry_history") or []  # Optuna's own record of the retries
+        value = history[-1] if history else None
+    return None if value is None else int(value)
 
 
 def how_tuned(trial: optuna.trial.FrozenTrial) -> str:

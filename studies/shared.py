@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class SharedInputs:
     select_on: str = "validation"  # which of the two (SELECT_ON)
     val: Iterable[Batch] = ()  # what the reported accuracy is scored on: validation without the selection slice
     rung_val: list[Batch] = field(default_factory=list)  # what a trial is scored on at a rung
+    data_sha256: str = ""  # the task's training and validation data (values, shapes, order): the study's data identity
 
 
 def _head(inputs: Any, n: int) -> Any:
@@ -174,7 +176,7 @@ def held_back(train: list[Batch]) -> int:
     return n
 
 
-def teacher_outputs_path(task: Task, train: list[Batch]) -> Path:
+def teacher_outputs_path(task: Task, train: list[Batch], train_sha256: str | None = None) -> Path:
     """Where the teacher's outputs on ``train`` are cached: keyed by task, teacher weights and data.
 
     Example:
@@ -186,7 +188,7 @@ def teacher_outputs_path(task: Task, train: list[Batch]) -> Path:
         ('teacher-outputs', True)
     """
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in task.name)[:60]
-    key = f"{weights_sha256(task.model)[:16]}-{batches_sha256(train)[:16]}"
+    key = f"{weights_sha256(task.model)[:16]}-{(train_sha256 or batches_sha256(train))[:16]}"
     return cache_dir() / "teacher-outputs" / f"{safe}-{key}.pt"
 
 
@@ -221,7 +223,9 @@ def shared_inputs(
         ('computed', 'disk', torch.Size([8, 2]))
     """
     full = materialise(task.train)
-    shared = _with_teacher_outputs(task, full, at_batch_size(task.example_inputs, batch_size))
+    train_sha256 = batches_sha256(full)
+    shared = _with_teacher_outputs(task, full, at_batch_size(task.example_inputs, batch_size), train_sha256)
+    shared.data_sha256 = hashlib.sha256(f"{train_sha256}:{batches_sha256(list(task.val))}".encode()).hexdigest()
     if select_on is not None and select_on not in SELECT_ON:
         raise ValueError(f"select_on must be one of {SELECT_ON} or None, got {select_on!r}.")
     shared.select_on, shared.val = select_on or "", task.val
@@ -237,9 +241,11 @@ def shared_inputs(
     return shared
 
 
-def _with_teacher_outputs(task: Task, train: list[Batch], example: tuple[torch.Tensor, ...]) -> SharedInputs:
+def _with_teacher_outputs(
+    task: Task, train: list[Batch], example: tuple[torch.Tensor, ...], train_sha256: str
+) -> SharedInputs:
     """The teacher's outputs on all of ``train``, read from the disk cache or computed and cached."""
-    path = teacher_outputs_path(task, train)
+    path = teacher_outputs_path(task, train, train_sha256)
     if path.exists():
         try:
             logits = torch.load(path, weights_only=True)

@@ -81,6 +81,25 @@ class StudySection(_Strict):
     sampler: Literal[("auto", *SAMPLER_NAMES)] = "auto"  # type: ignore[valid-type]
     seed: int | None = 0
     storage: str | None = None
+    # on a database server (PostgreSQL): a running trial records a heartbeat this often, and one silent for
+    # grace_s is failed and its config retried by another worker (Optuna's heartbeat). 10 s costs one small
+    # write per trial every 10 s; 60 s of grace rides out a server restart without failing live trials
+    heartbeat_s: int = Field(default=10, ge=1)
+    grace_s: int = Field(default=60, ge=2)
+    # on a database server: how long a worker rides out a lost connection before it stops (studies/reconnect.py)
+    reconnect_s: int = Field(default=120, ge=1)
+    # a shared directory (an Optuna artifact store) where the launching host puts the teacher it trained, so that
+    # hosts joining the study load it instead of training it again (fashion-mnist's teacher: 17 minutes here)
+    artifacts: str | None = None
+
+    @model_validator(mode="after")
+    def _grace_after_heartbeat(self) -> StudySection:
+        if self.grace_s <= self.heartbeat_s:
+            raise ValueError(
+                f"study.grace_s ({self.grace_s}) must be longer than study.heartbeat_s ({self.heartbeat_s}): a live "
+                "trial would be failed between two heartbeats; use at least twice the interval"
+            )
+        return self
 
 
 class TaskSection(BaseModel):
@@ -455,11 +474,12 @@ def parse_spec(data: dict[str, Any], source: str = "spec", *, stored: bool = Fal
         raise SpecError(_format_errors(exc, source)) from None
 
 
-def parse_stored_spec(data: dict[str, Any], source: str = "stored spec") -> Spec:
+def parse_stored_spec(data: dict[str, Any], source: str = "stored spec", *, resolve_task: bool = False) -> Spec:
     """A spec a study or an exported config stored (``Spec.to_dict()``, every field written out).
 
     The task is not resolved: reading a study (``ls``, ``show``, ``pareto``, the dashboard) needs no
-    user code; only ``export`` and ``apply``, which rebuild the model, load the task.
+    user code; only ``export``, ``apply`` and ``tradeoff worker``, which build the model, load the task
+    (``resolve_task=True`` checks the task reference as a spec file's is checked).
 
     A stored spec without ``search.select_on`` was written before the setting existed, when trials
     judged fine-tuning on held-back training batches and reported on the whole validation set: it
@@ -473,7 +493,7 @@ def parse_stored_spec(data: dict[str, Any], source: str = "stored spec") -> Spec
     search = data.get("search")
     if isinstance(search, dict) and "select_on" not in search:
         data = {**data, "search": {**search, "select_on": "held_back"}}
-    return parse_spec(data, source, stored=True)
+    return parse_spec(data, source, stored=not resolve_task)
 
 
 def load_spec(path: str | Path) -> Spec:

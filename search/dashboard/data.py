@@ -36,7 +36,14 @@ from tradeoff.objectives import (
 )
 from tradeoff.studies import record
 from tradeoff.studies.results import ResultsError, history_of, objective_names_of, study_spec
-from tradeoff.studies.storage import check_storage_url, sqlite_path
+from tradeoff.studies.storage import (
+    CONNECT_TIMEOUT_S,
+    StorageError,
+    check_server,
+    check_storage_url,
+    is_server,
+    sqlite_path,
+)
 
 MAX_NAME = 200  # study names longer than this are refused before the storage is asked
 NAME_OK = re.compile(
@@ -76,9 +83,24 @@ class DashboardError(ValueError):
     """A page asked for something that is not there; the message is shown instead of the page."""
 
 
+# every transaction of the dashboard's PostgreSQL sessions is read-only: the server refuses any write
+READ_ONLY_SESSION = "-c default_transaction_read_only=on"
+
+
 def read_only_storage(url: str) -> optuna.storages.BaseStorage:
-    """``url`` opened for reading: SQLite in ``mode=ro`` (the file must exist); other databases as given."""
+    """``url`` opened for reading: SQLite in ``mode=ro`` (the file must exist); PostgreSQL in read-only
+    transactions (the database must hold studies; no table is created)."""
     check_storage_url(url)
+    if is_server(url):
+        try:
+            check_server(url, must_exist=True)
+        except StorageError as exc:
+            raise DashboardError(str(exc)) from None
+        engine = {
+            "pool_pre_ping": True,
+            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S, "options": READ_ONLY_SESSION},
+        }
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, skip_table_creation=True)
     path = sqlite_path(url)
     if path is None:
         return optuna.storages.RDBStorage(url)

@@ -240,3 +240,24 @@ def test_trials_whose_two_accuracies_differ_are_flagged(tmp_path: Path) -> None:
     assert list(flagged.customdata) == [2]
     detail = json.dumps(trial_detail(view, 2).to_plotly_json(), default=str)
     assert "0.8700 on the deployable form" in detail and "more than half a point apart" in detail
+
+
+def test_on_postgresql_the_dashboard_reads_in_read_only_transactions(pg_url: str) -> None:
+    """The fast SQL read works on PostgreSQL too, and its sessions cannot write: the server refuses."""
+    import optuna
+    import sqlalchemy
+
+    with pytest.raises(DashboardError, match="holds no tradeoff studies"):  # an empty database: no table created
+        read_only_storage(pg_url)
+    fake_study([SMALL], storage=pg_url)
+    storage = read_only_storage(pg_url)
+    view = study_view(storage, pg_url, "fake")
+    assert len(view.completed()) == 2 and view.point(1).values
+    with pytest.raises(optuna.exceptions.StorageInternalError) as refused:
+        optuna.load_study(study_name="fake", storage=storage).set_user_attr("x", 1)
+    assert "read-only transaction" in str(refused.value.__cause__ or refused.value.__context__)
+    engine = sqlalchemy.create_engine(pg_url)
+    with engine.connect() as conn:  # nothing was written
+        keys = conn.execute(sqlalchemy.text("SELECT key FROM study_user_attributes")).scalars().all()
+    engine.dispose()
+    assert "x" not in keys

@@ -386,7 +386,7 @@ def _sigint_then(exc: BaseException | None):
     it turns the signal into ``OperationalError: interrupted``), then ``exc`` is raised."""
     import signal
 
-    def fake_run(self, task, space, warm):
+    def fake_run(self, task, space, warm, existing):
         if exc is None:
             raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
         try:

@@ -90,3 +90,30 @@ def make_fixed_width_task() -> Task:
         val=task.val,
         example_inputs=task.example_inputs,
     )
+
+
+class _Faulty(nn.Module):
+    """An MLP that misbehaves once its hidden layer was pruned (a recipe it cannot take)."""
+
+    def __init__(self, trained: nn.Sequential, mode: str) -> None:
+        super().__init__()
+        self.body = nn.Sequential(trained[0], trained[1])
+        self.head = trained[2]
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        if h.shape[1] != 32:  # pruned
+            if self.mode == "nan":
+                return self.head(h) * float("nan")
+            if self.mode == "oom":
+                torch.empty(1 << 50)  # 4 PiB of float32: no host allocates it, the allocator says so
+            if self.mode == "raise":
+                raise ValueError("this model cannot take pruning")
+        return self.head(h)
+
+
+def faulty(*, mode: str = "raise") -> Task:
+    """``make_task``'s network, failing in ``mode`` ("raise", "nan", "oom") once a trial prunes it."""
+    task = make_task()
+    return _variant(model=_Faulty(task.model, mode).eval())

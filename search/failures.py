@@ -1,0 +1,95 @@
+"""How trials fail, and which failures use up the budget: one place for the runner's failure rules.
+
+A trial fails for a reason (:data:`tradeoff.studies.record.FAIL_REASONS`): the recipe raised
+(``error``), the allocator refused (``out of memory``), the model's outputs or figures were NaN or
+infinite (``non-finite``), Ctrl-C (``interrupted``), or its worker died and Optuna's heartbeats failed
+it (``lost``: no error is written; the config runs again, ``retry_of``). Interrupted and lost trials
+do not use up the budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from tradeoff.objectives import NonFinite
+from tradeoff.studies import record
+from tradeoff.studies.storage import is_server
+
+from .workers import INTERRUPTED
+
+
+def worker_name() -> str:
+    """``host:pid`` of the process running a trial (workers on one host differ by pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def counted(t: optuna.trial.FrozenTrial) -> bool:
+    """Trials that use up the budget: completed, stopped at a rung, real failures. Not an interrupted trial,
+    nor one whose worker was lost (heartbeats failed it and its config is queued again)."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return t.state == TrialState.FAIL and record.failure_reason(t) not in ("interrupted", "lost")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A trial's exception as one of :data:`record.FAIL_REASONS` (the cause chain is searched: torch.compile
+    and Optuna wrap what went wrong)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(e):
+            return "out of memory"
+        if isinstance(e, NonFinite):
+            return "non-finite"
+        e = e.__cause__ or e.__context__
+    return "error"
+
+
+def alive_here(worker: str | None) -> bool:
+    """Whether ``worker`` (``host:pid``) is a live process on this host."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def fail_stale(study: optuna.Study, storage_url: str, *, pids: tuple[int, ...] = ()) -> None:
+    """Mark failed (interrupted) the RUNNING trials whose process is gone.
+
+    On SQLite (one host) every RUNNING trial whose process is not alive on this host. On a server,
+    only this host's worker processes ``pids`` (after Ctrl-C): other hosts' trials are their
+    heartbeats' business.
+    """
+    here = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get(record.WORKER)
+        if is_server(storage_url):
+            if worker not in {f"{here}:{pid}" for pid in pids}:
+                continue
+        elif alive_here(worker):
+            continue  # another process on this host is running it
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            study._storage.set_trial_user_attr(t._trial_id, record.ERROR, INTERRUPTED)
+            study._storage.set_trial_user_attr(t._trial_id, record.FAIL_REASON, "interrupted")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
+def fail_trial(study: optuna.Study, trial: optuna.Trial, error: str, reason: str) -> None:
+    """Tell ``trial`` failed with ``error`` and its :data:`record.FAIL_REASONS` category."""
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # heartbeats failed it already
+        trial.set_user_attr(record.ERROR, error)
+        trial.set_user_attr(record.FAIL_REASON, reason)
+    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)

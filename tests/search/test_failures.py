@@ -1,0 +1,61 @@
+"""Trials that fail end FAIL with their reason on the trial, and the study goes on (issue 24, fault 6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from tradeoff.search import Runner
+from tradeoff.search.cli import app
+from tradeoff.studies import parse_spec, record
+
+
+def _faulty_spec(name: str, mode: str) -> object:
+    """Trial 1 prunes the hidden layer by half (the faulty model breaks), trial 2 leaves it whole."""
+    return parse_spec(
+        {
+            "study": {"name": name, "n_trials": 3, "seed": 0, "sampler": "random"},
+            "task": {"name": "tests.studies.user_task:faulty", "mode": mode},
+            "target": {"backend": "eager"},
+            "space": {
+                "pruning": {"ratio": [0.0, 0.5]},
+                "quantization": {"weight_bits": [32], "activation_bits": [32]},
+                "distillation": {"steps": 4},
+            },
+            "search": {"warm_start": [{"pruning.ratio": 0.5}, {"pruning.ratio": 0.0}], "rungs": []},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason", "message"),
+    [
+        ("raise", "error", "ValueError: this model cannot take pruning"),
+        ("nan", "non-finite", "NaN or inf"),
+        ("oom", "out of memory", "can't allocate memory"),
+    ],
+)
+def test_a_failing_trial_ends_fail_with_its_reason_and_the_study_goes_on(
+    tmp_path: Path, mode: str, reason: str, message: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = Runner(_faulty_spec(f"faulty-{mode}", mode), url, workers=1).run()
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    failed = trials[1]
+    assert failed.params["pruning.ratio"] == 0.5
+    assert failed.user_attrs[record.FAIL_REASON] == reason
+    assert message in failed.user_attrs[record.ERROR]
+    assert record.failures_by_reason(trials) == {reason: 1}
+    assert trials[2].params["pruning.ratio"] == 0.0  # the study went on past the failure
+
+    shown = CliRunner().invoke(app, ["show", f"faulty-{mode}", "--storage", url, "--json"])
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["failures"] == {reason: 1}
+    text = CliRunner().invoke(app, ["show", f"faulty-{mode}", "--storage", url])
+    assert f"failed by reason: {reason} 1" in text.output
