@@ -153,6 +153,17 @@ def test_three_workers_run_exactly_the_study_budget(pg_url: str, tmp_path: Path)
     assert f"hosts: {socket.gethostname()} (30 trials)" in shown.stdout
 
 
+def test_launch_with_forked_workers_on_postgresql_works_as_on_sqlite(pg_url: str, tmp_path: Path) -> None:
+    """`launch --workers 2` on PostgreSQL: two processes of this host share the study and its budget."""
+    _spec(tmp_path, "forked", 8)
+    result = run("launch", "forked.toml", "--storage", pg_url, "--workers", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trials = _trials(pg_url, "forked")
+    _settled(trials)
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs[record.WORKER] for t in trials}) == 2
+
+
 def test_a_worker_killed_mid_trial_has_its_config_retried_by_another(pg_url: str, tmp_path: Path) -> None:
     """2. kill -9 in the middle of a trial: heartbeats fail it after the grace period, another worker runs the
     same config, the retry points back at it, and the study ends with its budget of complete trials."""

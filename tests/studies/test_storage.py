@@ -34,3 +34,14 @@ def test_unknown_study_lists_the_known_ones(tmp_path) -> None:
     optuna.create_study(study_name="alpha", storage=url)
     with pytest.raises(StorageError, match="no study named 'beta'.*studies there: alpha"):
         load_study("beta", url)
+
+
+def test_sqlite_on_a_network_file_system_is_refused_naming_postgresql(tmp_path) -> None:
+    from tradeoff.studies.storage import check_not_networked, filesystem_type
+
+    mounts = f"server:/export {tmp_path} nfs4 rw,relatime 0 0\n/dev/root / ext4 rw 0 0\n"
+    assert filesystem_type(tmp_path / "s.db", mounts) == "nfs4"
+    with pytest.raises(StorageError, match=r"network file system \(nfs4\).*use PostgreSQL instead"):
+        check_not_networked(f"sqlite:///{tmp_path / 's.db'}", mounts)
+    check_not_networked(f"sqlite:///{tmp_path / 's.db'}", "/dev/root / ext4 rw 0 0\n")  # a local disk: fine
+    check_not_networked("postgresql+psycopg://u:p@h/db", mounts)  # not a file at all
