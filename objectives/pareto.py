@@ -86,24 +86,35 @@ def hypervolume(points: np.ndarray | Sequence[Sequence[float]], reference: Seque
 
 
 def knee_index(points: np.ndarray | Sequence[Sequence[float]], costs: Sequence[float] | None = None) -> int:
-    """Index of the knee: the point farthest on the good side of the plane through the extremes.
+    """Index of the knee: the member of the front farthest from the plane through its anchor points.
 
-    The extremes are, per objective, the point best in it. The plane ``a . x = 1`` through them is
-    solved in the least-squares sense (exact when the extremes are independent). Distances are
-    signed so that points nearer the ideal than the plane count positive. Ties (within 1e-12)
-    are broken by lower ``costs`` when given, else by lower index.
+    Each objective (minimised) is first normalised over the front itself, from its best value on the
+    front (0) to its worst (1); an objective equal on every member tells nothing and is left out. In
+    that space the anchor of objective ``i`` is the corner best in ``i`` and worst in every other
+    (``1`` everywhere but ``0`` at ``i``); the ``k`` anchors span the plane ``sum(z) = k - 1``, and the
+    knee is the member farthest from it on the ideal's side, i.e. the one with the smallest
+    ``sum(z)``. With two objectives the anchors are the front's two ends and this is the classic
+    knee, the point farthest from the line joining them.
+
+    The definition depends on no additive shift or positive scale of any objective, and it is
+    defined whatever the front: extremes that coincide (one member best in several objectives, common
+    when the smallest model is also the fastest) change nothing, unlike a plane fitted through the
+    extremes themselves. Ties (within 1e-12) go to the lower ``costs`` when given, else the lower index.
 
     Example:
         >>> knee_index([[0.0, 1.0], [0.2, 0.2], [1.0, 0.0], [0.6, 0.5]])
+        1
+        >>> knee_index([[0.0, 10.0, 5.0], [0.0, 10.0, 5.0]], costs=[2.0, 1.0])  # nothing tells them apart
         1
     """
     arr = _points(points)
     if len(arr) == 0:
         raise ValueError("knee_index needs at least one point; the front is empty.")
-    extremes = arr[np.argmin(arr, axis=0)]
-    a, *_ = np.linalg.lstsq(extremes, np.ones(len(extremes)), rcond=None)
-    norm = float(np.linalg.norm(a))
-    dist = (1.0 - arr @ a) / norm if norm > 0 else np.zeros(len(arr))
+    low, high = arr.min(axis=0), arr.max(axis=0)
+    spread = high - low
+    varies = spread > 0
+    z = (arr[:, varies] - low[varies]) / spread[varies]
+    score = z.sum(axis=1)  # distance to the anchor plane, up to the constant (k - 1) and 1/sqrt(k)
     tiebreak = np.asarray(costs, dtype=float) if costs is not None else np.arange(len(arr), dtype=float)
-    best = np.flatnonzero(dist >= dist.max() - 1e-12)
+    best = np.flatnonzero(score <= score.min() + 1e-12)
     return int(best[np.argmin(tiebreak[best])])

@@ -96,3 +96,34 @@ def test_dominating_count_matches_a_brute_force_count(seed: int) -> None:
     for p in pts[:10]:
         expected = sum(bool(np.all(q <= p) and np.any(q < p)) for q in pts)
         assert dominating_count(p, pts) == expected
+
+
+def test_the_knee_of_a_convex_bulge_is_the_bulge_in_2_3_and_4_objectives() -> None:
+    for k in (2, 3, 4):
+        anchors = np.ones((k, k)) - np.eye(k)  # best in one objective, worst in the others
+        bulge = np.full(k, 0.3)  # well inside the plane through them
+        shallow = np.full(k, (k - 1) / k) + np.linspace(-0.05, 0.05, k)  # on that plane, nearly
+        pts = np.vstack([anchors, shallow, bulge])
+        assert knee_index(pts) == k + 1
+
+
+def test_the_knee_does_not_move_when_any_axis_is_shifted_or_scaled() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        k = int(rng.integers(2, 5))
+        pts = rng.random((int(rng.integers(2, 12)), k))
+        pts = pts[pareto_mask(pts)]
+        knee = knee_index(pts)
+        shift, scale = rng.normal(0, 10, k), rng.uniform(0.01, 100, k)
+        assert knee_index(pts * scale + shift) == knee, trial
+
+
+def test_coinciding_extremes_and_flat_fronts_have_a_defined_knee() -> None:
+    # one member best in size, latency and energy at once (the most compressed model), the rest trade accuracy
+    pts = np.array([[0.30, 0.1, 0.1, 0.1], [0.00, 1.0, 1.0, 1.0], [0.05, 0.3, 0.4, 0.35], [0.15, 0.2, 0.2, 0.2]])
+    knee = knee_index(pts)
+    assert knee == knee_index(pts + [5.0, 0, 0, 0])  # the old plane fit moved under this shift
+    assert knee == 3
+    flat = np.array([[0.0, 1.0], [0.25, 0.75], [0.5, 0.5], [1.0, 0.0]])  # all on the line: every one ties
+    assert knee_index(flat, costs=[4, 3, 1, 2]) == 2
+    assert knee_index([[0.4, 0.4]]) == 0
