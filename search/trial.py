@@ -444,13 +444,16 @@ class _Trial:
         figures.update(self.two_accuracies)
         self.measure_s += time.perf_counter() - t0
         seconds = {**self.stages.seconds, "measure": self.measure_s}
+        constraints = constraint_values({**figures, **values}, env.baseline or values, env.constraints)
+        if stopped:  # its accuracy is a rung's, on a subset, mid-tuning: the sampler must not read it as the
+            constraints.pop("max_accuracy_drop", None)  # trial's (issue 25); size, latency, energy are exact
         return TrialRecord(
             role="baseline" if self.is_baseline else "candidate",
             recipe=self.recipe.to_dict(),
             values=values,
             figures=figures,
             provenance={name: _provenance(m, ctx) for name, m in measured.items()},
-            constraints=constraint_values({**figures, **values}, env.baseline or values, env.constraints),
+            constraints=constraints,
             deployable_form=self.deployed.form,
             deployable=self.deployable,
             seconds={k: round(v, 4) for k, v in seconds.items()},

@@ -242,6 +242,16 @@ def test_a_trial_stopped_at_a_rung_is_pruned_with_no_values_and_its_rung_kept(ur
     assert t.user_attrs[record.SECONDS]["distil"] > 0
 
 
+def test_a_stopped_trial_gives_the_sampler_no_constraint_computed_from_its_rung_accuracy(url: str, monkeypatch) -> None:
+    monkeypatch.setattr(RungStopping, "at_rung", lambda self, study, trial, env, fraction, values: True)
+    limits = {"max_accuracy_drop": 0.0, "max_size_bytes": 1e9}  # any rung accuracy below the teacher's breaks it
+    study = Runner(_fp32_spec("rung-limits", search={"rungs": [0.5]}, constraints=limits), url, n_trials=2).run()
+    stopped = study.trials[1]
+    assert stopped.state == TrialState.PRUNED
+    assert set(stopped.constraints) == {"max_size_bytes"}  # exact before tuning; accuracy was a rung's guess
+    assert set(study.trials[0].constraints) == {"max_accuracy_drop", "max_size_bytes"}
+
+
 def test_workers_share_one_study_and_never_overshoot_its_budget(url: str, monkeypatch, tmp_path) -> None:
     from tradeoff.studies import export_bundle
 
