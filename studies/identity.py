@@ -65,17 +65,20 @@ def check_task_identity(study_name: str, stored: dict[str, Any] | None, here: di
         >>> check_task_identity("s", {"teacher_sha256": "a" * 64}, {"teacher_sha256": "b" * 64})
         Traceback (most recent call last):
         ...
-        tradeoff.studies.identity.StudyMismatch: study 's' was created with another teacher than this host's task ...
+        tradeoff.studies.identity.StudyMismatch: study 's' was created with a different teacher than this host's task ...
     """
     if not stored:
         return
-    what = {"teacher_sha256": "teacher", "data_sha256": "data"}
-    for key, name in what.items():
+    what = {  # key -> (what differs, what a front would mix)
+        "teacher_sha256": ("a different teacher", "two teachers"),
+        "data_sha256": ("different training or validation data", "two datasets"),
+    }
+    for key, (differs, mix) in what.items():
         if stored.get(key) and here.get(key) and stored[key] != here[key]:
             raise StudyMismatch(
-                f"study {study_name!r} was created with another {name} than this host's task builds ({key} "
-                f"{stored[key][:12]}… in the study, {here[key][:12]}… here); results from two {name}s on one front "
-                f"would be wrong. Give this host the {name} the study was created with (same files, same task "
+                f"study {study_name!r} was created with {differs} than this host's task builds ({key} "
+                f"{stored[key][:12]}… in the study, {here[key][:12]}… here); results from {mix} on one front "
+                "would be wrong. Give this host what the study was created with (same files, same task "
                 "arguments, same package versions), or launch a new study."
             )
 

@@ -269,8 +269,12 @@ def test_a_worker_on_another_kind_of_machine_or_with_another_teacher_is_refused(
     study.set_user_attr(record.STUDY_TASK, {**task, "teacher_sha256": "0" * 64})
     refused = run("worker", "who", "--storage", pg_url, "--trials", "3", cwd=tmp_path)
     assert refused.returncode == 2
-    assert "was created with another teacher than this host's task builds" in refused.stderr
-    assert len(_trials(pg_url, "who")) == 1  # neither added a trial
+    assert "was created with a different teacher than this host's task builds" in refused.stderr
+    study.set_user_attr(record.STUDY_TASK, {**task, "data_sha256": "1" * 64})
+    refused = run("worker", "who", "--storage", pg_url, "--trials", "3", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "was created with different training or validation data than this host's task builds" in refused.stderr
+    assert len(_trials(pg_url, "who")) == 1  # none added a trial
 
 
 def test_a_joining_host_loads_the_teacher_from_the_artifact_store_instead_of_training_it(
