@@ -331,7 +331,9 @@ class Runner:
                 taken = sum(counted(t) or t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
                 if taken >= self.n_trials:
                     return
-                trial = study.ask()
+                with warnings.catch_warnings():  # Optuna warns that heartbeats belong to Study.optimize: this
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage")  # loop runs them itself
+                    trial = study.ask()
             self._run_one(study, trial, env, space, seed0 + taken)
 
     def _work(self, env: TrialEnv, space: RecipeSpace, seed0: int, index: int, lock: Any) -> None:

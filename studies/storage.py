@@ -193,7 +193,12 @@ def _connect_error(url: str, exc: BaseException) -> StorageError:
     text = detail[0] if detail else type(cause).__name__
     u = make_url(url)
     where = f"{u.host or 'localhost'}:{u.port or 5432}"
-    if "password authentication failed" in text or "no password supplied" in text:
+    if "too many clients" in text or "remaining connection slots" in text:
+        hint = (
+            f"the server at {where} has no free connection ({text}): each tradeoff worker holds up to 3; "
+            "raise the server's max_connections (docs/BENCHMARKS.md, 'Workers on PostgreSQL') or run fewer workers"
+        )
+    elif "password authentication failed" in text or "no password supplied" in text:
         hint = f"user {u.username!r} was refused: check the password in the URL (or ~/.pgpass)"
     elif "does not exist" in text and "database" in text:
         hint = f"database {u.database!r} does not exist on {where}: create it (createdb {u.database}) or fix the URL"
@@ -286,7 +291,7 @@ def open_storage(
     engine = {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
     try:
         rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:  # Optuna wraps its schema check's
         raise _connect_error(url, exc) from None
     return Reconnecting(optuna.storages.get_storage(rdb), limit_s=reconnect_s)
 

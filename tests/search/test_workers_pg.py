@@ -158,6 +158,7 @@ def test_launch_with_forked_workers_on_postgresql_works_as_on_sqlite(pg_url: str
     _spec(tmp_path, "forked", 8)
     result = run("launch", "forked.toml", "--storage", pg_url, "--workers", "2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr  # e.g. Optuna's "heartbeat is for Study.optimize": the runner runs it
     trials = _trials(pg_url, "forked")
     _settled(trials)
     assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
@@ -375,3 +376,24 @@ def test_bad_sqlite_storage_gives_one_line_and_writes_nothing(tmp_path: Path) ->
     assert result.returncode == 2
     line = _one_error_line(result.stderr)
     assert "cannot serve safely; use PostgreSQL instead" in line and "--workers N" in line
+
+
+def test_a_full_server_is_named_with_max_connections_and_nothing_is_written(tmp_path: Path) -> None:
+    """A server with no free connection: one line naming max_connections, exit 2 (not Optuna's commit error)."""
+    cluster = PgCluster(tmp_path / "small", max_connections=5)
+    cluster.start()
+    try:
+        url = cluster.create_database("full")
+        held = [cluster.connect("full") for _ in range(5)]  # every slot taken
+        try:
+            _spec(tmp_path, "full", 2)
+            result = run("launch", "full.toml", "--storage", url, cwd=tmp_path)
+        finally:
+            for conn in held:
+                conn.close()
+        assert result.returncode == 2
+        line = _one_error_line(result.stderr)
+        assert "has no free connection" in line and "max_connections" in line
+        assert not _has_tables(url)
+    finally:
+        cluster.stop()
