@@ -31,6 +31,7 @@ from tradeoff.spaces import RecipeSpace, torch_threads
 from tradeoff.studies import Task, TrialRecord, check_target_fits, load_task, open_storage, record
 from tradeoff.studies.identity import (
     StudyMismatch,
+    artifact_store,
     check_target,
     check_task_identity,
     fetch_teacher,
@@ -262,6 +263,8 @@ class Runner:
         identity = task_identity(task, self.spec.task.kwargs, env.data_sha256)
         if existing is not None:  # refused before anything is written: another teacher or other data
             check_task_identity(self.spec.study.name, existing.user_attrs.get(record.STUDY_TASK), identity)
+        if existing is None and self.spec.study.artifacts:  # a store it cannot write: refused before creating
+            artifact_store(self.spec.study.artifacts)
         study, created = self.open_study(space, existing)
         stored_task = study.user_attrs.get(record.STUDY_TASK) or {}
         if not stored_task.get("data_sha256"):  # created now, or by a tradeoff that stored less

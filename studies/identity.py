@@ -134,7 +134,8 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _store(path: str) -> FileSystemArtifactStore:
+def artifact_store(path: str) -> FileSystemArtifactStore:
+    """The Optuna artifact store at ``path`` (``[study] artifacts``), or a :class:`StorageError` naming it."""
     root = Path(path)
     if not root.is_dir():
         raise StorageError(
@@ -160,7 +161,7 @@ def publish_teacher(study: optuna.Study, task: Task, store_path: str | None) -> 
         name = str(path.resolve().relative_to(cache_dir().resolve()))
     except ValueError:
         name = path.name
-    artifact_id = upload_artifact(artifact_store=_store(store_path), file_path=str(path), study_or_trial=study)
+    artifact_id = upload_artifact(artifact_store=artifact_store(store_path), file_path=str(path), study_or_trial=study)
     entry = {"store": store_path, "artifact_id": artifact_id, "file": name, "sha256": _file_sha256(path)}
     study.set_user_attr(record.STUDY_TEACHER, entry)
     return entry
@@ -182,7 +183,7 @@ def fetch_teacher(study_attrs: dict[str, Any], store_path: str | None) -> str:
     target = cache_dir() / entry["file"]
     if target.is_file() and _file_sha256(target) == entry["sha256"]:
         return f"teacher in the cache ({target})"
-    store = _store(store_path or entry["store"])
+    store = artifact_store(store_path or entry["store"])
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.download")
     tmp.unlink(missing_ok=True)

@@ -59,3 +59,18 @@ def test_a_failing_trial_ends_fail_with_its_reason_and_the_study_goes_on(
     assert data["failures"] == {reason: 1}
     text = CliRunner().invoke(app, ["show", f"faulty-{mode}", "--storage", url])
     assert f"failed by reason: {reason} 1" in text.output
+
+
+def test_a_missing_artifact_store_is_refused_before_the_study_is_created(tmp_path: Path) -> None:
+    from tradeoff.studies import StorageError, parse_spec
+
+    spec = parse_spec(
+        {
+            "study": {"name": "art", "n_trials": 2, "artifacts": str(tmp_path / "not-mounted")},
+            "task": {"name": "tests.studies.user_task:make_task"},
+            "space": {"quantization": {"weight_bits": [32], "activation_bits": [32]}, "distillation": {"steps": 2}},
+        }
+    )
+    with pytest.raises(StorageError, match="not a directory this host can read"):
+        Runner(spec, f"sqlite:///{tmp_path / 's.db'}", workers=1).run()
+    assert not (tmp_path / "s.db").exists()  # nothing written
