@@ -26,7 +26,7 @@ from .fingerprint import fingerprint_differences, target_fingerprint
 from .latency import LatencyMs, measure_latency, median_ci
 from .packing import packed_state_dict
 from .pareto import dominating_count, hypervolume, knee_index, nondominated_rank, pareto_mask, reference_point
-from .profile import ModelProfile, profile, size_bytes
+from .profile import ModelProfile, profile, size_bytes, size_bytes_floor
 
 
 def default_objectives(*, complexity: str = "size_bytes", energy_source: str = "auto") -> list[Objective]:
@@ -74,6 +74,7 @@ __all__ = [
     "profile",
     "reference_point",
     "size_bytes",
+    "size_bytes_floor",
     "target_fingerprint",
     "top1",
     "weighted_cost",

@@ -14,7 +14,9 @@ Size model (``size_bytes``, what a file of the deployable weights would hold):
     values packed at ``b`` bits); or *CSR* over the ``(out_channels, rest)`` matrix (non-zero
     values at ``b`` bits, a column index per value in 16 bits, or 32 when a row has more than
     65,536 columns, and ``out_channels + 1`` int32 row pointers). Dense wins for dense tensors,
-    so zeros count only through an encoding a file really uses;
+    so zeros count only through an encoding a file really uses. Fine-tuning moves quantized weights
+    onto other codes (at low widths many onto 0), so screening before it compares
+    :func:`size_bytes_floor`: the least size any values of the quantized weights could pack to;
   * every other parameter and every floating-point buffer (BatchNorm statistics) at 4 bytes;
   * integer bookkeeping buffers (``num_batches_tracked``) are not needed at inference: 0 bytes.
 
@@ -96,6 +98,19 @@ def _values_bytes(n: int, bits: int) -> int:
     return 4 * n if bits >= 32 else 2 * n if bits == 16 else math.ceil(n * bits / 8)
 
 
+def _encodings(shape: torch.Size, nnz: int, bits: int) -> dict[str, int]:
+    """Bytes of each encoding of a weight of ``shape`` with ``nnz`` non-zero values at ``bits`` (scales excluded)."""
+    numel = math.prod(shape)
+    rows = shape[0] if len(shape) > 1 else 1
+    cols = numel // max(rows, 1)
+    index_bytes = 2 if cols <= SMALL_INDEX_COLUMNS else 4
+    return {
+        "dense": _values_bytes(numel, bits),
+        "bitmask": math.ceil(numel / 8) + _values_bytes(nnz, bits),
+        "csr": _values_bytes(nnz, bits) + index_bytes * nnz + ROW_POINTER_BYTES * (rows + 1),
+    }
+
+
 def weight_encoding(weight: torch.Tensor, bits: int = 32) -> tuple[str, int]:
     """The smallest encoding of a weight tensor's values at ``bits`` and its bytes (scales excluded).
 
@@ -106,18 +121,30 @@ def weight_encoding(weight: torch.Tensor, bits: int = 32) -> tuple[str, int]:
         >>> weight_encoding(torch.ones(4, 100), 8)
         ('dense', 400)
     """
-    numel = weight.numel()
-    nnz = int(torch.count_nonzero(weight).item())
-    rows = weight.shape[0] if weight.dim() > 1 else 1
-    cols = numel // max(rows, 1)
-    index_bytes = 2 if cols <= SMALL_INDEX_COLUMNS else 4
-    options = {
-        "dense": _values_bytes(numel, bits),
-        "bitmask": math.ceil(numel / 8) + _values_bytes(nnz, bits),
-        "csr": _values_bytes(nnz, bits) + index_bytes * nnz + ROW_POINTER_BYTES * (rows + 1),
-    }
+    options = _encodings(weight.shape, int(torch.count_nonzero(weight).item()), bits)
     best = min(ENCODINGS, key=lambda k: options[k])  # ties go to the simpler encoding (ENCODINGS order)
     return best, options[best]
+
+
+def _size(model: nn.Module, weight_bits: Mapping[str, int] | None, *, floor: bool) -> int:
+    """:func:`size_bytes` of ``model``; with ``floor``, every quantized weight's codes taken as 0."""
+    weight_bits = dict(weight_bits or {})
+    total = 0
+    for name, module in model.named_modules():
+        bits = weight_bits.get(name, 32)
+        for pname, param in module.named_parameters(recurse=False):
+            if pname == "weight" and isinstance(module, WEIGHT_LAYERS):
+                if floor and bits < 16:  # no encoding grows with fewer non-zero codes: all zero is the least
+                    total += min(_encodings(param.shape, 0, bits).values())
+                else:
+                    total += weight_encoding(param.detach(), bits)[1]
+                total += SCALE_BYTES * param.shape[0] if bits < 16 else 0
+            else:
+                total += FP32_BYTES * param.numel()
+        for _, buf in module.named_buffers(recurse=False):
+            if buf.is_floating_point():
+                total += FP32_BYTES * buf.numel()
+    return total
 
 
 def size_bytes(model: nn.Module, weight_bits: Mapping[str, int] | None = None) -> int:
@@ -129,20 +156,36 @@ def size_bytes(model: nn.Module, weight_bits: Mapping[str, int] | None = None) -
         >>> size_bytes(nn.Linear(10, 4), {"": 8})  # 40 int8 weights + 4 scales + 4 fp32 biases
         72
     """
-    weight_bits = dict(weight_bits or {})
-    total = 0
-    for name, module in model.named_modules():
-        bits = weight_bits.get(name, 32)
-        for pname, param in module.named_parameters(recurse=False):
-            if pname == "weight" and isinstance(module, WEIGHT_LAYERS):
-                total += weight_encoding(param.detach(), bits)[1]
-                total += SCALE_BYTES * param.shape[0] if bits < 16 else 0
-            else:
-                total += FP32_BYTES * param.numel()
-        for _, buf in module.named_buffers(recurse=False):
-            if buf.is_floating_point():
-                total += FP32_BYTES * buf.numel()
-    return total
+    return _size(model, weight_bits, floor=False)
+
+
+def size_bytes_floor(model: nn.Module, weight_bits: Mapping[str, int] | None = None) -> int:
+    """The least :func:`size_bytes` the model can reach by changing its weights' values: same shapes, same widths.
+
+    A quantized weight (under 16 bits) is counted in its smallest encoding with no non-zero code
+    (``dense``, or an empty ``bitmask`` or ``csr``), plus its scales; every encoding only grows with
+    non-zero codes, so no values of the weights pack smaller. Fine-tuning moves the weights, and at
+    2-4 bits many round to code 0, where a sparser encoding wins: the size before fine-tuning is no
+    bound on the size after, this is. A weight at 16 or 32 bits (a float) keeps the packing of its
+    current values: its zeros come only from pruning masks, which fine-tuning keeps, and a float
+    weight moved by gradient descent lands exactly on 0.0 with probability ~0. Every other
+    parameter and buffer counts as in :func:`size_bytes`.
+
+    Args:
+        model: The model, at the shapes it will keep.
+        weight_bits: Bit-width of each quantized layer's weights by module name; absent = 32.
+
+    Returns:
+        Bytes, never more than ``size_bytes(model, weight_bits)``.
+
+    Example:
+        >>> m = nn.Linear(10, 4)
+        >>> size_bytes(m, {"": 2}), size_bytes_floor(m, {"": 2})  # 40 two-bit weights: 10 bytes, or a 5-byte bitmask
+        (42, 37)
+        >>> size_bytes_floor(m) == size_bytes(m)  # fp32 weights keep their packing
+        True
+    """
+    return _size(model, weight_bits, floor=True)
 
 
 def _macs_by_module(model: nn.Module, args: tuple[Any, ...]) -> tuple[dict[str, int], int]:

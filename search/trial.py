@@ -16,13 +16,16 @@ from torch import nn
 from tradeoff.objectives import (
     Accuracy,
     Constraints,
+    EnergyMj,
     EvalContext,
     Measurement,
     Objective,
     constraint_values,
     default_objectives,
     describe_device,
+    size_bytes_floor,
 )
+from tradeoff.objectives.energy import PJ_PER_MJ
 from tradeoff.spaces import (
     AUTO,
     LR_AUTO,
@@ -159,9 +162,10 @@ def evaluate_recipe(
     """Apply ``recipe`` to the task's model, measure it, and return everything a trial stores.
 
     Order (docs/DESIGN.md, "One trial, from spec to stored record"): prune and attach quantization -> build the deployable form
-    and measure what does not depend on fine-tuned weights (complexity, latency, energy) -> with
-    ``screen``, when a size/latency/energy constraint already fails, stop there with the zero-shot
-    accuracy (``screened``) -> distil, pausing at each of ``rungs`` (fractions of the steps) to score
+    and measure it before fine-tuning (complexity, latency, energy) -> with ``screen``, when a
+    size/latency/energy constraint already fails (size and modelled energy taken at the least fine-tuning
+    could bring them to: :func:`_least_after_tuning`), stop there with the zero-shot accuracy
+    (``screened``) -> distil, pausing at each of ``rungs`` (fractions of the steps) to score
     accuracy on ``env.rung_val`` and ask ``on_rung`` whether to stop (``stopped``: the record's
     accuracy is then that rung's, on the subset, and must not be told as a final value) -> bake,
     then accuracy on the reported validation data (``env.val``), complexity and energy of the final model.
@@ -175,7 +179,7 @@ def evaluate_recipe(
     reported as baseline latency x ratio (see :mod:`tradeoff.objectives.latency`).
     """
     trial = _Trial.compress(recipe, env, seed)  # prune, attach quantization, build the deployable form
-    trial.measure_deployable(latency_of)  # complexity, latency, energy: fine-tuning changes none of them
+    trial.measure_deployable(latency_of)  # complexity, latency, energy before fine-tuning (latency: the final one)
     trial.measure_zero_shot()  # accuracy before fine-tuning: what fine-tuning must not make worse
     if screen and (zero_shot := trial.screen()) is not None:
         return trial.record(trial.snapshot, trial.on_target(trial.snapshot, zero_shot), screened=True)
@@ -183,6 +187,26 @@ def evaluate_recipe(
         return trial.record(trial.snapshot, at_rung, stopped=True)
     scored, accuracy = trial.finish()
     return trial.record(scored, trial.on_target(scored, accuracy))
+
+
+def _least_after_tuning(
+    before: dict[str, float],
+    snapshot: nn.Module,
+    ctx: EvalContext,
+    pre: dict[str, Measurement],
+    objectives: Sequence[Objective],
+) -> dict[str, float]:
+    """The snapshot's figures ``before`` fine-tuning with size and modelled energy at the least any tuned weights
+    could give: fine-tuning moves quantized weights onto other codes (at 2-4 bits many onto 0, where a sparser
+    encoding wins), so size is :func:`~tradeoff.objectives.size_bytes_floor`, and an *estimated* energy loses the
+    weight traffic of the bytes that floor saves. Latency and MACs do not depend on the weights' values."""
+    floor = size_bytes_floor(snapshot, ctx.weight_bits)
+    least = {**before, "size_bytes": floor}
+    energy = next((o for o in objectives if isinstance(o, EnergyMj)), None)
+    if energy is not None and "energy_mj" in pre and pre["energy_mj"].source == "estimated":
+        saved = ctx.profile(snapshot).size_bytes - floor  # the bytes the energy model read at DRAM cost
+        least["energy_mj"] = pre["energy_mj"].value - saved * energy.model.dram_pj_per_byte / PJ_PER_MJ
+    return least
 
 
 class _Trial:
@@ -295,12 +319,14 @@ class _Trial:
 
     def screen(self) -> Measurement | None:
         """The zero-shot accuracy when a size/latency/energy constraint already fails (no fine-tuning can
-        mend these), else ``None``; the baseline is never screened."""
+        mend these), else ``None``; the baseline is never screened. Size and modelled energy are judged at
+        the least fine-tuning could bring them to (:func:`_least_after_tuning`), latency as measured."""
         if self.is_baseline:
             return None
         cheap_limits = replace(self.env.constraints, max_accuracy_drop=None)
         before = {**self.ctx.profile(self.snapshot).figures(), **self.cheap}
-        violated = {k: v for k, v in constraint_values(before, self.env.baseline, cheap_limits).items() if v > 0}
+        least = _least_after_tuning(before, self.snapshot, self.ctx, self.pre, self.env.objectives)
+        violated = {k: v for k, v in constraint_values(least, self.env.baseline, cheap_limits).items() if v > 0}
         return self.zero_shot if violated else None
 
     def distil_through(self, rungs: Sequence[float], on_rung: RungCallback | None) -> Measurement | None:

@@ -267,8 +267,8 @@ Fraction = Annotated[float, Strict(), Field(gt=0.0, lt=1.0)]
 class SearchSection(_Strict):
     """How the search spends its budget (issue 5): screening, fidelity rungs, duplicates, warm starts."""
 
-    # skip fine-tuning when a size/latency/energy constraint already fails before it: those figures
-    # do not depend on fine-tuned weights, and the sampler still learns the infeasible region
+    # skip fine-tuning when a size/latency/energy constraint already fails before it, size and modelled
+    # energy taken at the least any fine-tuned weights could pack to; the sampler still learns the infeasible region
     screen: bool = True
     # fractions of the distillation steps at which a trial is scored on a fixed validation subset and
     # may be stopped; two early looks save most of the steps of hopeless trials; [] turns rungs off

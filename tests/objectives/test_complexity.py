@@ -157,3 +157,76 @@ def test_sparse_weights_round_trip_and_match_the_file_size(bits: int, density: f
     on_disk, computed = path.stat().st_size, size_bytes(model, layers)
     assert abs(on_disk - computed) / on_disk < 0.05, (on_disk, computed)
     assert computed < size_bytes(_sparse_linear(512, 2048, 1.0), {"": bits} if bits < 32 else {}) * 0.8
+
+
+# ------------------------------------------------- size_bytes_floor: the least size fine-tuning could reach
+
+
+def _random_model(gen: torch.Generator) -> tuple[nn.Module, dict[str, int]]:
+    """Conv and linear layers of random shapes, their weights pruned at random densities, each at a random width."""
+    from tradeoff.spaces.widths import WEIGHT_BITS
+
+    def pick(n: int) -> int:
+        return int(torch.randint(1, n + 1, (1,), generator=gen))
+
+    c = pick(6)
+    model = nn.Sequential(  # shapes are what matter: no forward pass here
+        nn.Conv2d(2, c, pick(3)), nn.BatchNorm2d(c), nn.Linear(pick(40), pick(40)), nn.Linear(pick(300), pick(20))
+    )
+    with torch.no_grad():
+        for i in (0, 2, 3):
+            w = model[i].weight
+            density = float(torch.rand(1, generator=gen))
+            w.copy_(torch.randn(w.shape, generator=gen) * (torch.rand(w.shape, generator=gen) < density).float())
+    return model, {str(i): WEIGHT_BITS[pick(len(WEIGHT_BITS)) - 1] for i in (0, 2, 3)}
+
+
+def test_the_size_floor_is_never_above_the_size() -> None:
+    from tradeoff.objectives import size_bytes_floor
+
+    gen, below = torch.Generator().manual_seed(0), 0
+    for _ in range(40):
+        model, bits = _random_model(gen)
+        floor = size_bytes_floor(model, bits)
+        assert floor <= size_bytes(model, bits), bits
+        below += floor < size_bytes(model, bits)
+        assert size_bytes_floor(model) == size_bytes(model)  # fp32: the current packing, zeros from pruning kept
+        assert size_bytes_floor(model, {k: 16 for k in bits}) == size_bytes(model, {k: 16 for k in bits})
+    assert below > 10  # most draws have a quantized weight with non-zero codes
+
+
+def test_the_size_floor_is_below_the_size_of_a_dense_two_bit_layer() -> None:
+    from tradeoff.objectives import size_bytes_floor
+
+    m = nn.Linear(64, 16)
+    assert size_bytes_floor(m) == size_bytes(m) == 4 * (64 * 16 + 16)
+    dense = math.ceil(64 * 16 * 2 / 8) + 4 * 16 + 4 * 16  # 2-bit codes, fp32 scales, fp32 bias
+    empty_bitmask, empty_csr = 64 * 16 // 8, 4 * (16 + 1)  # no non-zero code: the mask alone, the row pointers alone
+    floor = min(empty_bitmask, empty_csr) + 4 * 16 + 4 * 16
+    assert size_bytes(m, {"": 2}) == dense and size_bytes_floor(m, {"": 2}) == floor < dense
+
+
+def test_two_bit_codes_moved_to_zero_shrink_the_size_but_never_below_the_floor() -> None:
+    """What fine-tuning can do: the same shapes and widths, weights that now round mostly to code 0."""
+    from tradeoff.objectives import size_bytes_floor
+    from tradeoff.spaces import ApplyContext, QuantizationConfig
+
+    cfg = QuantizationConfig(weight_bits=2)
+
+    def baked(weight: torch.Tensor) -> nn.Module:
+        m = nn.Linear(256, 32, bias=False)
+        with torch.no_grad():
+            m.weight.copy_(weight)
+        return cfg.bake_(cfg.apply_(m, ApplyContext((torch.randn(1, 256),))))
+
+    signs = torch.where(torch.rand(32, 256, generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0)
+    before = baked(signs)  # every weight at the channel's maximum: every code +-1, dense
+    tuned = signs * 0.3
+    tuned[:, :8] = signs[:, :8]  # a few weights per channel stay large; the rest round to code 0
+    after = baked(tuned)
+    bits = {"": 2}
+    assert int(torch.count_nonzero(before.weight)) == 32 * 256 and int(torch.count_nonzero(after.weight)) == 32 * 8
+    assert weight_encoding(before.weight, 2)[0] == "dense" and weight_encoding(after.weight, 2)[0] != "dense"
+    floor = size_bytes_floor(before, bits)
+    assert floor == size_bytes_floor(after, bits)  # shapes and widths alone
+    assert floor <= size_bytes(after, bits) < size_bytes(before, bits)

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from tradeoff.objectives import Constraints, EnergyModel, size_bytes_floor
+from tradeoff.objectives.energy import PJ_PER_MJ
 from tradeoff.search.finetune import SELECTION_WORDS
 from tradeoff.search.trial import TrialEnv, evaluate_recipe, with_baseline
 from tradeoff.spaces import DistillationConfig, PruningConfig, QuantizationConfig, Recipe
@@ -158,3 +162,26 @@ def test_without_keep_better_a_worse_fine_tune_stands(digits_task) -> None:
     recipe = Recipe(quantization=QuantizationConfig(weight_bits=8), distillation=DistillationConfig(steps=20, lr=0.5))
     rec = evaluate_recipe(recipe, env, seed=1)
     assert rec.finetune["kept"] == "finetuned" and rec.values["accuracy"] < rec.figures["zero_shot_accuracy"] - 0.02
+
+
+def test_size_and_modelled_energy_are_screened_at_the_least_fine_tuning_could_reach(env: TrialEnv) -> None:
+    """At 2 bits fine-tuning may round more weights to code 0, which then pack smaller: a size limit between that
+    floor and the size before fine-tuning is no reason to skip fine-tuning (the old screen skipped it), one below
+    the floor is; likewise the modelled energy, whose weight traffic is the size's bytes."""
+    recipe = Recipe(quantization=QuantizationConfig(weight_bits=2), distillation=DistillationConfig(steps=5))
+    teacher = env.task.model  # no pruning: the snapshot has the teacher's shapes
+    floor = size_bytes_floor(teacher, recipe.quantization.weight_bits_by_layer(teacher))
+
+    def run(**limits: float):
+        return evaluate_recipe(recipe, replace(env, constraints=Constraints(**limits)), seed=1)
+
+    below = run(max_size_bytes=floor - 1)
+    assert below.screened and "distil" not in below.seconds and below.constraints["max_size_bytes"] > 0
+    size, energy = below.figures["size_bytes"], below.values["energy_mj"]  # the snapshot's, before fine-tuning
+    assert floor < size
+    between = run(max_size_bytes=(floor + size) / 2)
+    assert not between.screened and "distil" in between.seconds
+    assert below.provenance["energy_mj"]["source"] == "estimated"
+    least = energy - (size - floor) * EnergyModel().dram_pj_per_byte / PJ_PER_MJ
+    assert not run(max_energy_mj=(least + energy) / 2).screened
+    assert run(max_energy_mj=least * 0.999).screened
