@@ -41,8 +41,10 @@ class DominatedAtRung:
     """``[search] stop_dominated_by``: stop a trial when that many trials at its rung dominate it there.
 
     The point compared is the trial's accuracy at that rung (on the fixed validation subset) with its
-    size, latency and energy (final already: they do not depend on fine-tuning), normalised to the
-    baseline. A duplicate's copied point is not a second opinion.
+    size, latency and energy as measured before fine-tuning (latency is final; size and a modelled
+    energy can still shrink where fine-tuning moves low-bit weights onto code 0, which
+    ``benchmarks/search_efficiency.py --audit-stops`` counts), normalised to the baseline. A
+    duplicate's copied point is not a second opinion.
 
     Example:
         >>> DominatedAtRung(3).need
@@ -168,8 +170,8 @@ class RungStopping:
         (:class:`AccuracyOutOfReach`).
 
         The point is the trial's accuracy at that rung (on the fixed validation subset) with its
-        size, latency and energy (final already: they do not depend on fine-tuning), normalised to
-        the baseline. Other trials' points at the same rung are read from the storage, so workers on
+        size, latency and energy as measured before fine-tuning (:class:`DominatedAtRung`), normalised
+        to the baseline. Other trials' points at the same rung are read from the storage, so workers on
         other hosts compare with each other too.
         """
         key = rung_key(fraction)
