@@ -38,13 +38,19 @@ def rung_key(fraction: float) -> str:
 
 @dataclass(frozen=True)
 class DominatedAtRung:
-    """``[search] stop_dominated_by``: stop a trial when that many trials at its rung dominate it there.
+    """``[search] stop_dominated_by``: stop a trial when that many completed trials dominate the best it could
+    still end at.
 
-    The point compared is the trial's accuracy at that rung (on the fixed validation subset) with its
+    The trial's accuracy at the rung (on the fixed validation subset) is raised by the largest gain
+    from that rung to the final accuracy seen on the completed trials that were no higher there
+    (:meth:`AccuracyOutOfReach.gains`; at least ``need`` of them, or nothing is stopped); with its
     size, latency and energy as measured before fine-tuning (latency is final; size and a modelled
-    energy can still shrink where fine-tuning moves low-bit weights onto code 0, which
-    ``benchmarks/search_efficiency.py --audit-stops`` counts), normalised to the baseline. A
-    duplicate's copied point is not a second opinion.
+    energy can still shrink where fine-tuning moves low-bit weights onto code 0), that is its
+    optimistic final point. It is stopped when ``need`` completed trials' *final* points dominate
+    it, all normalised to the baseline. Rung points are not compared with rung points: on ``digits``
+    (72 rung samples) trials dominated there by 3 to 9 others ended on the front, 0.7-5 % of the
+    hypervolume lost (docs/BENCHMARKS.md, issue 25), and running or stopped trials have no final point.
+    A duplicate's copied point is not a second opinion.
 
     Example:
         >>> DominatedAtRung(3).need
@@ -61,17 +67,28 @@ class DominatedAtRung:
         key: str,
         values: dict[str, float],
     ) -> str | None:
-        """Why ``trial`` at rung ``key`` with ``values`` is dominated by enough of ``trials``, or ``None``."""
+        """Why ``trial`` at rung ``key`` with ``values`` cannot end off the dominated region, or ``None``."""
         base = env.baseline or {}
-        mine = normalise(values, base, env.names)
-        others = []
-        for t in trials:
-            a = record.attrs(t)
-            if t.number != trial.number and key in (a.get(record.RUNG_POINT) or {}) and record.DUPLICATE_OF not in a:
-                others.append(normalise(a[record.RUNG_POINT][key], base, env.names))
-        if others and (count := dominating_count(mine, others)) >= self.need:
-            return f"dominated at rung {key} by {count} trials there (>= {self.need})"
-        return None
+        completed = [
+            t
+            for t in trials
+            if t.number != trial.number
+            and t.state == TrialState.COMPLETE
+            and t.values is not None
+            and record.DUPLICATE_OF not in record.attrs(t)
+        ]
+        gains = AccuracyOutOfReach.gains(completed, env.names.index("accuracy"), key, values["accuracy"])
+        if len(gains) < self.need:
+            return None
+        best = {**values, "accuracy": values["accuracy"] + max(gains)}
+        others = [normalise(dict(zip(env.names, t.values, strict=True)), base, env.names) for t in completed]
+        count = dominating_count(normalise(best, base, env.names), others)
+        if count < self.need:
+            return None
+        return (
+            f"dominated at rung {key} by {count} completed trials (>= {self.need}), even with the largest gain seen "
+            f"from there on {len(gains)} completed trials at or below it ({max(gains):+.4f})"
+        )
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,7 @@ class AccuracyOutOfReach:
         if self.need == 0 or drop is None or env.baseline is None:
             return None
         limit = env.baseline["accuracy"] - drop
-        gains = self._gains(completed, env.names.index("accuracy"), key, accuracy)
+        gains = self.gains(completed, env.names.index("accuracy"), key, accuracy)
         if len(gains) < self.need or accuracy + max(gains) >= limit:
             return None
         return (
@@ -125,7 +142,7 @@ class AccuracyOutOfReach:
         )
 
     @staticmethod
-    def _gains(completed: Sequence[optuna.trial.FrozenTrial], at: int, key: str, accuracy: float) -> list[float]:
+    def gains(completed: Sequence[optuna.trial.FrozenTrial], at: int, key: str, accuracy: float) -> list[float]:
         """Final minus rung-``key`` accuracy of the fully fine-tuned ``completed`` trials that started at or
         below ``accuracy`` there (``at``: the accuracy's index in the values)."""
         gains = []
@@ -165,23 +182,21 @@ class RungStopping:
     def at_rung(
         self, study: optuna.Study, trial: optuna.Trial, env: TrialEnv, fraction: float, values: dict[str, float]
     ) -> bool:
-        """Record the trial's point at a rung; stop it when enough trials at that rung dominate it
-        (:class:`DominatedAtRung`), or when the accuracy limit is out of reach from there
+        """Record the trial's point at a rung; stop it when enough completed trials dominate the best it could
+        still end at (:class:`DominatedAtRung`), or when the accuracy limit is out of reach from there
         (:class:`AccuracyOutOfReach`).
 
         The point is the trial's accuracy at that rung (on the fixed validation subset) with its
-        size, latency and energy as measured before fine-tuning (:class:`DominatedAtRung`), normalised
-        to the baseline. Other trials' points at the same rung are read from the storage, so workers on
-        other hosts compare with each other too.
+        size, latency and energy as measured before fine-tuning. The completed trials are read from the
+        storage, so workers on other hosts learn from each other too.
         """
         key = rung_key(fraction)
         points = dict(record.attrs(trial).get(record.RUNG_POINT) or {})
         points[key] = values
         trial.set_user_attr(record.RUNG_POINT, points)
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-        reason = self.dominated.why_stop(trial, trials, env, key, values)
+        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))  # final points and gains
+        reason = self.dominated.why_stop(trial, completed, env, key, values)
         if reason is None:
-            completed = [t for t in trials if t.state == TrialState.COMPLETE]
             reason = self.out_of_reach.why_stop(completed, env, key, values["accuracy"])
         if reason is None:
             return False

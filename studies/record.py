@@ -32,7 +32,7 @@ SCREENED = "screened"  # True when a cheap constraint failed and fine-tuning was
 STOPPED = "stopped"  # True when a fidelity rung stopped the trial early (told PRUNED: no values)
 STOP_REASON = "stop_reason"  # why a rung stopped it: dominated there, or the accuracy limit out of reach
 RUNGS = "rungs"  # fidelity rungs passed: [{"fraction", "steps", "samples", "accuracy"}] (subset accuracy)
-RUNG_POINT = "rung_point"  # the trial's objectives at its latest rung, {name: value}: what other trials compare to
+RUNG_POINT = "rung_point"  # the trial's objectives at each rung it reached, {fraction: {name: value}}: its point there
 HYPERVOLUME = "hypervolume"  # the study's feasible hypervolume once this trial is counted (normalised space)
 DEPLOYABLE = (
     "deployable"  # {"key", "latency_ms", "latency_from"}: the deployable form (a hash), the trial that timed it

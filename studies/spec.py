@@ -274,8 +274,10 @@ class SearchSection(_Strict):
     # may be stopped; two early looks save most of the steps of hopeless trials; [] turns rungs off
     rungs: list[Fraction] = [0.25, 0.5]
     rung_val_size: int = Field(default=1000, ge=1)  # samples scored at a rung: ~0.1 s on the built-in tasks
-    # stop at a rung when this many trials scored at the same rung dominate the trial there (accuracy
-    # at that rung, and the three cheap objectives); 3 keeps one unlucky comparison from stopping it
+    # stop at a rung when this many completed trials' final points dominate the best the trial could still
+    # end at (its rung accuracy plus the largest rung-to-final gain seen from there, and the three cheap
+    # objectives); rung points against rung points stopped front members (issue 25); 3 keeps one lucky trial
+    # from stopping it
     stop_dominated_by: int = Field(default=3, ge=1)
     # stop at a rung when the accuracy there plus the largest gain from that rung to the final accuracy
     # seen on the study's completed trials that were no higher at that rung (the gain grows with the

@@ -30,25 +30,59 @@ def test_the_spec_sets_the_rungs_and_both_rules() -> None:
     assert rungs == RungStopping((0.2, 0.6), DominatedAtRung(2), AccuracyOutOfReach(0))
 
 
-def test_a_trial_is_stopped_when_enough_trials_at_its_rung_dominate_it() -> None:
-    rungs = _rungs(stop_dominated_by=2)
+def _completed(study: optuna.Study, names, at_rung: float, final: tuple[float, ...], **attrs) -> None:
+    """A fully fine-tuned trial that passed rung 0.25 at ``at_rung`` and ended at ``final``."""
+    t = study.ask()
+    t.set_user_attr(record.RUNGS, [{"fraction": 0.25, "steps": 2, "samples": 10, "accuracy": at_rung}])
+    t.set_user_attr(record.RUNG_POINT, {"0.25": dict(zip(names, (at_rung, *final[1:]), strict=True))})
+    for name, value in attrs.items():
+        t.set_user_attr(name, value)
+    study.tell(t, list(final))
+
+
+def test_a_trial_is_stopped_when_enough_completed_trials_dominate_the_best_it_could_still_end_at() -> None:
+    rungs = _rungs(stop_dominated_by=2, stop_infeasible_after=0)  # the dominance rule alone
     study = fake_study([])  # the baseline alone: trial 0
     env = _env_stub(study)
     names = env.names
-    better = dict(zip(names, (0.9, 100.0, 0.1, 0.1), strict=True))
-    worse = dict(zip(names, (0.5, 200.0, 0.2, 0.2), strict=True))
-    for _ in range(2):
-        t = study.ask()
-        t.set_user_attr(record.RUNG_POINT, {"0.25": better})
-    copy = study.ask()  # a duplicate's copied point is not a second opinion
-    copy.set_user_attr(record.RUNG_POINT, {"0.25": better})
-    copy.set_user_attr(record.DUPLICATE_OF, 1)
+
+    def point(accuracy: float) -> dict[str, float]:
+        return dict(zip(names, (accuracy, 200.0, 0.2, 0.2), strict=True))
+
+    _completed(study, names, 0.80, (0.85, 100.0, 0.1, 0.1))  # two small, fast, accurate trials...
+    _completed(study, names, 0.75, (0.84, 100.0, 0.1, 0.1))
+    _completed(study, names, 0.30, (0.40, 300.0, 0.3, 0.3))  # ...and the evidence of gains from low down: +0.10
+    _completed(study, names, 0.70, (0.90, 300.0, 0.3, 0.3))  # +0.20 from 0.70
+    assert rungs.at_rung(study, study.ask(), env, 0.25, point(0.50)) is False  # one trial started as low: too little
+    _completed(study, names, 0.35, (0.40, 300.0, 0.3, 0.3))  # +0.05
+    _completed(study, names, 0.0, (1.0, 1.0, 0.01, 0.01), duplicate_of=1)  # a copy is neither dominator nor evidence
     me = study.ask()
-    assert rungs.at_rung(study, me, env, 0.25, worse) is True
-    assert me.user_attrs[record.RUNG_POINT]["0.25"] == worse  # stored for others to compare with
-    assert me.user_attrs[record.STOP_REASON] == "dominated at rung 0.25 by 2 trials there (>= 2)"
-    assert rungs.at_rung(study, study.ask(), env, 0.5, worse) is False  # nobody else at that rung
-    assert rungs.at_rung(study, study.ask(), env, 0.25, better) is False  # equal is not dominated
+    assert rungs.at_rung(study, me, env, 0.25, point(0.50)) is True  # 0.50 + 0.10 = 0.60: both small trials beat it
+    assert me.user_attrs[record.RUNG_POINT]["0.25"] == point(0.50)  # its point there is stored
+    assert me.user_attrs[record.STOP_REASON] == (
+        "dominated at rung 0.25 by 2 completed trials (>= 2), even with the largest gain seen from there on "
+        "2 completed trials at or below it (+0.1000)"
+    )
+    # 0.74 + 0.20 (seen from 0.70) = 0.94 beats both. The old rule compared rung points with rung points,
+    # where both small trials (0.80 and 0.75 there) dominated it: it was stopped
+    assert rungs.at_rung(study, study.ask(), env, 0.25, point(0.74)) is False
+    assert rungs.at_rung(study, study.ask(), env, 0.25, point(0.25)) is False  # nobody started that low: no evidence
+    assert rungs.at_rung(study, study.ask(), env, 0.5, point(0.10)) is False  # nobody passed that rung
+
+
+def test_running_and_stopped_trials_do_not_dominate() -> None:
+    rungs = _rungs(stop_dominated_by=1, stop_infeasible_after=0)
+    study = fake_study([])
+    env = _env_stub(study)
+    names = env.names
+    _completed(study, names, 0.50, (0.55, 300.0, 0.3, 0.3))  # the evidence: +0.05, and dominates nothing below
+    running = study.ask()  # a trial at the rung with a far better point, still running
+    running.set_user_attr(record.RUNG_POINT, {"0.25": dict(zip(names, (0.9, 1.0, 0.01, 0.01), strict=True))})
+    stopped = study.ask()
+    stopped.set_user_attr(record.RUNG_POINT, {"0.25": dict(zip(names, (0.9, 1.0, 0.01, 0.01), strict=True))})
+    study.tell(stopped, state=optuna.trial.TrialState.PRUNED)
+    mine = dict(zip(names, (0.5, 200.0, 0.2, 0.2), strict=True))
+    assert rungs.at_rung(study, study.ask(), env, 0.25, mine) is False  # neither has a final point
 
 
 def test_a_trial_is_stopped_when_the_accuracy_limit_is_out_of_reach_from_its_rung() -> None:
@@ -97,14 +131,16 @@ def test_a_trial_is_stopped_when_the_accuracy_limit_is_out_of_reach_from_its_run
 def test_each_rule_on_its_own() -> None:
     study = fake_study([])
     env = replace(_env_stub(study), constraints=Constraints(max_accuracy_drop=0.05))
-    point = dict(zip(env.names, (0.5, 1.0, 1.0, 1.0), strict=True))
-    other = study.ask()
-    other.set_user_attr(record.RUNG_POINT, {"0.25": dict(zip(env.names, (0.6, 0.5, 0.5, 0.5), strict=True))})
+    names = env.names
+    _completed(study, names, 0.3, (0.6, 0.5, 0.5, 0.5))  # +0.3 from the rung, and smaller
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    point = dict(zip(names, (0.3, 1.0, 1.0, 1.0), strict=True))  # at best 0.6: tied, and larger
     me = study.ask()
-    trials = study.get_trials(deepcopy=False)
-    assert (
-        DominatedAtRung(1).why_stop(me, trials, env, "0.25", point) == "dominated at rung 0.25 by 1 trials there (>= 1)"
+    assert DominatedAtRung(1).why_stop(me, trials, env, "0.25", point) == (
+        "dominated at rung 0.25 by 1 completed trials (>= 1), even with the largest gain seen from there on "
+        "1 completed trials at or below it (+0.3000)"
     )
     assert DominatedAtRung(2).why_stop(me, trials, env, "0.25", point) is None
-    assert DominatedAtRung(1).why_stop(other, trials, env, "0.25", point) is None  # its own point is not counted
+    done = trials[-1]
+    assert DominatedAtRung(1).why_stop(done, trials, env, "0.25", point) is None  # its own point is not counted
     assert AccuracyOutOfReach(1).why_stop([], env, "0.25", 0.1) is None  # no evidence yet
