@@ -517,8 +517,10 @@ def median_time(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def median_trials(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Median over seeds of the trial count (the baseline included) at which the level is first reached;
     runs that never reach it sort last and, at the median, give a lower bound (their trial count)."""
-    counts = sorted((r["reached"]["n"], False) if r["reached"] else (r["trials"], True) for r in rows)
-    counts.sort(key=lambda c: (c[1], c[0]))
+    counts = sorted(
+        ((r["reached"]["n"], False) if r["reached"] else (r["trials"], True) for r in rows),
+        key=lambda c: (c[1], c[0]),  # runs that never reach it last
+    )
     mid = (len(counts) - 1) / 2
     picked = [counts[int(mid)], counts[int(mid + 0.5)]]
     return {"trials": statistics.mean(c[0] for c in picked), "lower_bound": any(c[1] for c in picked)}
