@@ -52,8 +52,9 @@ constraints apply (``max_accuracy_drop = 0.03``). ``--quick`` (one seed, 8 trial
 steps, three methods) is a smoke run of the whole pipeline, too short to rank the methods.
 ``--task fashion-mnist --task-arg width=16 --task-arg train_size=12000 --task-arg val_size=2000`` is the
 reduced fashion-mnist setting of docs/BENCHMARKS.md. Also writes an SVG of hypervolume against wall-clock
-seconds, and after every run a ``.partial.json`` next to ``--out`` (what an interrupted run keeps). Each run
-says how many cores other processes kept busy meanwhile: on a shared machine the wall-clock figures
+seconds, and after every run a ``.partial.json`` next to ``--out`` (what an interrupted run keeps). ``--resume
+PARTIAL_JSON`` keeps an earlier invocation's runs (same settings, checked) and makes only the missing
+ones. Each run says how many cores other processes kept busy meanwhile: on a shared machine the wall-clock figures
 inflate (two-thread training oversubscribed by other work slowed trials 10x here); tradeoff's worker
 processes are counted as this run's own.
 """
@@ -647,6 +648,47 @@ def task_arg(text: str) -> tuple[str, Any]:
         return name, value
 
 
+def run_settings(args: argparse.Namespace, spec: Spec) -> dict[str, Any]:
+    """What makes two invocations' runs comparable: the task, trials per run, steps and constraints."""
+    return {
+        "task": args.task,
+        "task_args": dict(args.task_arg),
+        "trials_per_run": args.trials,
+        "distillation_steps": spec.space.distillation.steps,
+        "constraints": spec.constraints.model_dump(),
+    }
+
+
+def load_partial(path: Path, settings: dict[str, Any]) -> tuple[list[Run], dict[str, dict[str, Any]]]:
+    """The runs and audits of an earlier invocation's ``.partial.json``, if it was made with ``settings``.
+
+    Raises:
+        ValueError: the file is unreadable, has no settings, or was made with other settings (the message
+            names the ones that differ).
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume {path}: cannot read it ({exc}); pass a .partial.json this script wrote") from exc
+    theirs = data.get("settings") if isinstance(data, dict) else None
+    if not isinstance(theirs, dict):
+        raise ValueError(
+            f"--resume {path}: it records no settings (written before --resume existed, or not a .partial.json), "
+            "so its runs cannot be checked against this invocation's; rerun those runs instead"
+        )
+    differ = sorted(k for k in settings if theirs.get(k) != settings[k])
+    if differ:
+        detail = "; ".join(f"{k}: file {theirs.get(k)!r}, now {settings[k]!r}" for k in differ)
+        raise ValueError(
+            f"--resume {path}: made with other settings ({detail}); pass the same options or drop --resume"
+        )
+    runs = [
+        Run(**{**r, "trials": [Finished(**t) for t in r["trials"]]})  # the dataclasses as written by asdict
+        for r in data.get("runs", [])
+    ]
+    return runs, dict(data.get("audits", {}))
+
+
 def warm_up(env: UserEnv) -> float:
     """Build one int8 deployable form (the process's first torch.compile) before any timed run."""
     bits = [b for b in env.space.quantization.weight_bits if b <= 8]
@@ -698,6 +740,14 @@ def main() -> None:
         action="store_true",
         help="after each run of tradeoff's defaults, run every trial a rung stopped to the end in a side study (not timed, "
         "feeds nothing back) and report how many would have been feasible, on the front, and the hypervolume lost",
+    )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="PARTIAL_JSON",
+        help="a .partial.json of an earlier invocation with the same settings: its runs (and audits) are kept and "
+        "only the missing (method, seed) runs are made, so a long comparison can be split across sittings",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_efficiency.json"))
     parser.add_argument("--svg", type=Path, default=Path("benchmarks/results/search_efficiency.svg"))
@@ -752,11 +802,22 @@ def main() -> None:
     )
 
     # ---- the runs: the order of the methods rotates with the seed (later compiles hit inductor's caches)
+    settings = run_settings(args, spec)
     runs: list[Run] = []
     audits: dict[str, dict[str, Any]] = {}
+    if args.resume is not None:
+        try:
+            runs, audits = load_partial(args.resume, settings)
+        except ValueError as exc:
+            parser.error(str(exc))
+        kept = sorted({(r.method, r.seed) for r in runs})
+        print(f"resumed {len(runs)} run(s) from {args.resume}: {', '.join(f'{m} seed {s}' for m, s in kept)}")
+    done = {(r.method, r.seed) for r in runs}
     for i, seed in enumerate(args.seeds):
         order = args.methods[i % len(args.methods) :] + args.methods[: i % len(args.methods)]
         for method in order:
+            if (method, seed) in done:
+                continue
             before = cpu_snapshot()
             if method in USER_METHODS:
                 run = run_user(spec, method, seed)
@@ -781,7 +842,7 @@ def main() -> None:
                         f"{100 * audit['hv_lost_share']:.2f} % of the hypervolume lost ({audit['seconds']:.0f} s)",
                         flush=True,
                     )
-            partial = {"runs": [dataclasses.asdict(r) for r in runs], "audits": audits}
+            partial = {"settings": settings, "runs": [dataclasses.asdict(r) for r in runs], "audits": audits}
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.with_suffix(".partial.json").write_text(json.dumps(partial))  # survives an interrupted run
     report(args, spec, runs, audits, base, {"task_s": task_s, "baseline_s": baseline_s, "warm_s": warm_s}, wall0)
@@ -821,7 +882,9 @@ def report(
     for r in rows:
         hit = first_reaching(r["curve"], level)
         r["reached"] = None if hit is None else {"elapsed_s": hit["elapsed_s"], "n": hit["n"]}
-    methods = [m for m in args.methods if any(r["method"] == m for r in rows)]
+    present = {r["method"] for r in rows}  # resumed runs may add methods this invocation did not name
+    methods = [m for m in [*args.methods, *METHODS] if m in present]
+    methods = list(dict.fromkeys(methods))
     by = {m: [r for r in rows if r["method"] == m] for m in methods}
     times = {m: median_time(by[m]) for m in methods}
     counts = {m: median_trials(by[m]) for m in methods}
@@ -910,7 +973,7 @@ def report(
         "quick": args.quick,
         "torch_threads": torch.get_num_threads(),
         "trials_per_run": args.trials,
-        "seeds": args.seeds,
+        "seeds": sorted({r["seed"] for r in rows}),
         "methods": methods,
         "distillation_steps": spec.space.distillation.steps,
         "constraints": spec.constraints.model_dump(),
