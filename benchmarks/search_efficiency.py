@@ -883,8 +883,7 @@ def report(
         hit = first_reaching(r["curve"], level)
         r["reached"] = None if hit is None else {"elapsed_s": hit["elapsed_s"], "n": hit["n"]}
     present = {r["method"] for r in rows}  # resumed runs may add methods this invocation did not name
-    methods = [m for m in [*args.methods, *METHODS] if m in present]
-    methods = list(dict.fromkeys(methods))
+    methods = [m for m in dict.fromkeys([*args.methods, *METHODS]) if m in present]
     by = {m: [r for r in rows if r["method"] == m] for m in methods}
     times = {m: median_time(by[m]) for m in methods}
     counts = {m: median_trials(by[m]) for m in methods}
