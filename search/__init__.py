@@ -8,11 +8,13 @@ Each ``[search]`` setting of a spec has one home: ``screen`` in :func:`evaluate_
 
 from __future__ import annotations
 
+from .events import TrialEvent
 from .reuse import DuplicateReuse, LatencyReuse, Reused
 from .rungs import AccuracyOutOfReach, DominatedAtRung, RungStopping
-from .runner import Runner, StudyMismatch, TrialEvent, sampler_for
-from .samplers import SAMPLERS, SamplerChoice, choose_sampler, make_sampler
-from .trial import TrialEnv, deployable_key, evaluate_recipe
+from .runner import Runner, StudyMismatch
+from .samplers import SAMPLERS, SamplerChoice, choose_sampler, make_sampler, sampler_for
+from .trial import deployable_key, evaluate_recipe
+from .trial_env import TrialEnv
 from .warm_start import WarmStarts, warm_start_params
 from .workers import resolve_workers
 

@@ -20,7 +20,7 @@ from tradeoff.objectives import EnergyModel
 from tradeoff.studies import record
 from tradeoff.studies.results import Feasibility, FrontEntry, Violation, objective_names_of
 
-from .runner import TrialEvent
+from .events import TrialEvent
 
 out = Console()  # results: stdout, what scripts and pipes read
 err = Console(stderr=True)  # progress and messages: stderr, so stdout stays the answer

@@ -1,7 +1,7 @@
 """Fidelity rungs: ``[search] rungs``, ``stop_dominated_by`` and ``stop_infeasible_after``.
 
 At each rung (a fraction of its distillation steps) a trial is scored on a fixed validation subset
-(``[search] rung_val_size``, built in :meth:`tradeoff.search.trial.TrialEnv.prepare`) and
+(``[search] rung_val_size``, built in :meth:`tradeoff.search.trial_env.TrialEnv.prepare`) and
 :class:`RungStopping` decides whether to stop it there, asking two rules in turn:
 :class:`DominatedAtRung`, then :class:`AccuracyOutOfReach`. A stopped trial keeps its reason
 under :data:`~tradeoff.studies.record.STOP_REASON` and is told ``PRUNED``.
@@ -19,9 +19,9 @@ from optuna.trial import TrialState
 
 from tradeoff.objectives import dominating_count, normalise
 from tradeoff.studies import record
-from tradeoff.studies.spec import SearchSection
+from tradeoff.studies.sections import SearchSection
 
-from .trial import TrialEnv
+from .trial_env import TrialEnv
 
 Trial = optuna.Trial | optuna.trial.FrozenTrial
 
@@ -161,7 +161,7 @@ class RungStopping:
     """``[search] rungs`` and the two rules that may stop a trial at one of them.
 
     Example:
-        >>> from tradeoff.studies.spec import SearchSection
+        >>> from tradeoff.studies.sections import SearchSection
         >>> RungStopping.from_spec(SearchSection()).fractions
         (0.25, 0.5)
     """

@@ -18,7 +18,6 @@ import datetime
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -44,25 +43,17 @@ from tradeoff.studies.results import ResultsError, baseline_trial, study_hypervo
 from tradeoff.studies.spec import Spec
 from tradeoff.studies.storage import NoStudies, check_not_networked
 
+from .events import TrialEvent
 from .failures import counted, fail_stale, fail_trial, failure_reason, worker_name
 from .reuse import DuplicateReuse, LatencyReuse
 from .rungs import RungStopping
-from .samplers import SamplerChoice, choose_sampler, make_sampler
-from .trial import TrialEnv, evaluate_recipe, with_baseline
+from .samplers import make_sampler, sampler_for
+from .trial import evaluate_recipe
+from .trial_env import TrialEnv, with_baseline
 from .warm_start import WarmStarts, warm_start_params
 from .workers import INTERRUPTED, StudyLock, Workers, noting_sigint, resolve_workers, sigint_seen
 
-__all__ = ["INTERRUPTED", "Runner", "StudyMismatch", "TrialEvent", "sampler_for", "warm_start_params"]
-
-
-def sampler_for(spec: Spec, space: RecipeSpace) -> tuple[optuna.samplers.BaseSampler, SamplerChoice]:
-    """The spec's sampler, seeded; ``auto`` chooses from the space's knobs and the budget."""
-    name = spec.study.sampler
-    if name == "auto":
-        choice = choose_sampler(space.distributions(), spec.study.n_trials)
-    else:
-        choice = SamplerChoice(name, "named in the spec")
-    return make_sampler(choice.name, seed=spec.study.seed), choice
+__all__ = ["INTERRUPTED", "Runner", "StudyMismatch", "warm_start_params"]
 
 
 # the [study] fields a resumed or joined study may change: the budget, where the storage and the teacher's
@@ -74,26 +65,6 @@ def _comparable(spec_dict: dict) -> dict:
     """A spec without the fields that may change on resume (:data:`RESUME_MAY_CHANGE`)."""
     study = {k: v for k, v in spec_dict["study"].items() if k not in RESUME_MAY_CHANGE}
     return {**spec_dict, "study": study}
-
-
-@dataclass
-class TrialEvent:
-    """What the runner reports after each trial (for progress displays).
-
-    ``state`` is ``COMPLETE``, ``SCREENED`` (complete, infeasible before fine-tuning), ``STOPPED``
-    (a fidelity rung stopped it; no values), ``DUPLICATE`` (reused trial ``duplicate_of``), ``FAIL``, or
-    ``LOST`` (heartbeats failed it while it ran, after this host was cut off: its config is retried).
-    """
-
-    number: int
-    state: str
-    values: dict[str, float] | None
-    done: int
-    total: int
-    front_size: int
-    hypervolume: float | None = None
-    error: str | None = None
-    duplicate_of: int | None = None
 
 
 class Runner:

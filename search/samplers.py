@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 
-from tradeoff.studies import SAMPLER_NAMES
+from tradeoff.spaces import RecipeSpace
+from tradeoff.studies import SAMPLER_NAMES, Spec
 
 SAMPLERS: tuple[str, ...] = SAMPLER_NAMES  # the spec is the home of the names (studies cannot import search)
 GP_MAX_TRIALS = 60  # beyond this a GP suggestion (cubic in trials) costs more than a small trial
@@ -93,3 +94,21 @@ def make_sampler(name: str, *, seed: int | None = None) -> optuna.samplers.BaseS
     with warnings.catch_warnings():  # multivariate TPE is experimental in name only; it is Optuna's advice
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return factory(seed)
+
+
+def sampler_for(spec: Spec, space: RecipeSpace) -> tuple[optuna.samplers.BaseSampler, SamplerChoice]:
+    """The spec's sampler, seeded; ``auto`` chooses from the space's knobs and the budget.
+
+    Example:
+        >>> from tradeoff.studies import demo_spec
+        >>> spec = demo_spec()
+        >>> sampler, choice = sampler_for(spec, spec.recipe_space())
+        >>> type(sampler).__name__, choice.name
+        ('TPESampler', 'tpe')
+    """
+    name = spec.study.sampler
+    if name == "auto":
+        choice = choose_sampler(space.distributions(), spec.study.n_trials)
+    else:
+        choice = SamplerChoice(name, "named in the spec")
+    return make_sampler(choice.name, seed=spec.study.seed), choice

@@ -18,16 +18,15 @@ from .distillation import (
     DistillationConfig,
     DistillationSpace,
     Distiller,
-    LrFinding,
     cache_teacher_outputs,
     distillation_loss,
-    find_lr,
     materialise,
     teacher_agreement,
     tuning_mode,
 )
 from .groups import GROUP_SEP, auto_groups, check_groups, selects, unmatched_keys, value_for, weight_layer_names
 from .int8 import COMPILE_BUDGET_S, DeployError, auto_backend, reset_auto_backend
+from .lr_range import LrFinding, find_lr
 from .pruning import IMPORTANCES, KINDS, SCOPES, PruningConfig, PruningSpace, recalibrate_batchnorm
 from .quantization import QuantizationConfig, QuantizationSpace, strip_activation_quant
 from .recipe import RECIPE_FORMAT, Compressed, Compression, Recipe, RecipeSpace, compress

@@ -17,8 +17,9 @@ from .results import (
     study_hypervolume,
     trials_frame,
 )
+from .sections import SAMPLER_NAMES
 from .shared import at_batch_size, shared_inputs, val_subset
-from .spec import SAMPLER_NAMES, Spec, SpecError, demo_spec, load_spec, parse_spec
+from .spec import Spec, SpecError, demo_spec, load_spec, parse_spec
 from .storage import DEFAULT_STORAGE, StorageError, load_study, open_storage, resolve_storage_url
 from .tasks import Task, TaskError, load_task, validate_task
 from .teachers import cached_teacher, weights_sha256

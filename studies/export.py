@@ -44,6 +44,7 @@ from tradeoff.objectives import Weights, evaluate, measure_latency, packed_state
 from tradeoff.spaces import ApplyContext, Compressed, FixedBatch, Recipe, compress, torch_threads
 
 from . import record
+from .bundle_readme import bundle_readme
 from .onnx_export import ONNX_FILE, OnnxError, batch_dynamic_shapes, require_onnx, verify_onnx, write_onnx
 from .report import write_report
 from .results import FrontEntry, baseline_trial, objective_names_of, pick, ranked_front, study_spec, values_of
@@ -167,119 +168,6 @@ def compare(exported: dict[str, Any], rebuilt: Rebuilt) -> list[dict[str, Any]]:
         want, got = float(trial_figures[key]), float(rebuilt.figures[name])
         rows.append({"figure": name, "exported": want, "rebuilt": got, "tolerance": tol, "ok": abs(got - want) <= tol})
     return rows
-
-
-def _readme(config: dict[str, Any]) -> str:
-    v, b, names = config["values"], config["baseline"], list(config["values"])
-    prov = config["provenance"]
-    form, files, f = config.get("deployable_form"), config.get("files", {}), config.get("figures", {})
-    lat = prov.get("latency_ms", {})
-    backend, batch = lat.get("deployable_backend", "?"), lat.get("batch_size", "?")
-    lines = [
-        f"# {config['study']}: trial {config['trial']} ({config['pick']})",
-        "",
-        "Which file is which, and which figures belong to it:",
-        "",
-        "| file | what it is | its figures below |",
-        "|---|---|---|",
-    ]
-    if "deployable" in files:
-        lines.append(
-            f"| `deployable.pt2` | the program that was timed (`deployable_form` {form}, run by {backend}): "
-            + (
-                "the converted int8 graph, quantize/dequantize around fp32 ops until compiled as below"
-                if form and form.startswith("int8")
-                else "the model as it executes"
-            )
-            + " | latency, energy"
-            + (
-                f"; accuracy {f['deployable_accuracy']:.4f} (the front's)"
-                if "deployable_accuracy" in f
-                else "; accuracy"
-            )
-            + " |"
-        )
-    lines += [
-        "| `scored_model.pt2` | the simulation the search scored: weights on their quantized grid, activations "
-        "fake-quantized at the chosen width, computed in fp32 | "
-        + (f"accuracy {f['scored_accuracy']:.4f} (scored)" if "scored_accuracy" in f else "accuracy")
-        + "; size (of `packed_weights.pt`) |",
-        "| `state_dict.pt` | the scored model's plain state dict | - |",
-        "| `packed_weights.pt` | the weights packed at their bit-widths (`<layer>.weight.packed` uint8 codes, "
-        "`.scale` per output channel, `.shape`) | `size_bytes` counts these |",
-        "",
-        "Load either with plain PyTorch (tradeoff not needed), at any batch size:",
-        "",
-        "```python",
-        "import torch",
-        "import torch.ao.quantization.fx._decomposed  # registers the quantize/dequantize ops an int8 graph calls",
-        'model = torch.export.load("deployable.pt2").module()'
-        if "deployable" in files
-        else 'model = torch.export.load("scored_model.pt2").module()',
-        f"outputs = model(x)  # x shaped like the task's inputs; task: {config['task']['name']}",
-        "```",
-        "",
-    ]
-    if "deployable" in files and form and form.startswith("int8") and backend == "inductor":
-        lines += [
-            "Loaded this way the int8 graph computes in fp32 between quantize/dequantize steps: right, but not",
-            "fast. For the speed that was measured, compile it with inductor's freezing on, as the trial did:",
-            "",
-            "```python",
-            "import torch._inductor.config as inductor_config",
-            "with inductor_config.patch(freezing=True), torch.no_grad():",
-            "    fast = torch.compile(model, dynamic=False)  # one static graph per batch size",
-            "    outputs = fast(x)",
-            "```",
-            "",
-            f"Latency was timed at batch {batch}; each new batch size compiles once more (a dynamic-batch graph",
-            "fails in inductor's int8 conv lowering, so keep `dynamic=False`).",
-            "",
-        ]
-    elif "deployable" not in files:
-        lines += [
-            f"No `deployable.pt2`: the timed program ran on the `{backend}` int8 backend, whose eager quantized",
-            "modules `torch.export` cannot save; rebuild it with `tradeoff apply config.json`.",
-            "",
-        ]
-    onnx = config.get("onnx")
-    if onnx:
-        lines += [
-            f"`deployable.onnx` is the same program for ONNX Runtime (opset {onnx['opset']}"
-            + (", QDQ int8" if form and form.startswith("int8") else "")
-            + f"), verified in onnxruntime {onnx['onnxruntime']}: accuracy {onnx['accuracy']:.4f} on the same "
-            f"validation samples (the torch program: {onnx['deployable_accuracy']:.4f}, tolerance {onnx['tolerance']}); "
-            f"latency {onnx['ort_ms']:.4g} ms against {onnx['torch_ms']:.4g} ms for the torch program, measured side by "
-            f"side at {onnx['threads']} thread(s), batch {onnx['batch_size']}: **{onnx['faster']} is faster here** "
-            f"(ORT / torch = {onnx['ratio']:.2f}).",
-            "",
-            "```python",
-            "import onnxruntime as ort",
-            'session = ort.InferenceSession("deployable.onnx", providers=["CPUExecutionProvider"])',
-            "outputs = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]",
-            "```",
-            "",
-        ]
-    lines += ["| objective | this model | uncompressed | source | method |", "|---|---:|---:|---|---|"]
-    for n in names:
-        p = prov.get(n, {})
-        lines.append(f"| {n} | {v[n]:.6g} | {b[n]:.6g} | {p.get('source', '?')} | {p.get('method', '')} |")
-    lat = prov.get("latency_ms", {})
-    lines += [
-        "",
-        f"Measured on: {lat.get('device', 'unknown device')}, {lat.get('threads', '?')} thread(s), batch size "
-        f"{lat.get('batch_size', '?')}, torch {lat.get('torch', '?')}.",
-        f"Weighted cost {config['cost']:.4f} with weights {config['weights']} (lower is better; the baseline scores "
-        f"{sum(list(config['weights'].values())[1:]):.2f}).",
-        "",
-        "Recipe (re-apply with `tradeoff apply config.json`):",
-        "",
-        "```json",
-        json.dumps({"recipe": config["recipe"], "seed": config["seed"]}, indent=2),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def build_config(study: optuna.Study, entry: FrontEntry, rule: str, weights: Weights) -> dict[str, Any]:
@@ -410,7 +298,7 @@ def export_bundle(
             if "onnx" in formats:
                 config["onnx"] = _write_onnx(tmp, rebuilt, config)
                 config["files"]["onnx"] = ONNX_FILE
-            (tmp / "README.md").write_text(_readme(config), encoding="utf-8")
+            (tmp / "README.md").write_text(bundle_readme(config), encoding="utf-8")
             note = "accuracy measured; size computed; latency measured on the deployable form; energy " + config[
                 "provenance"
             ].get("energy_mj", {}).get("source", "?")

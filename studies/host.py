@@ -2,7 +2,7 @@
 
 A limit the machine cannot meet is a spec error that names the field (:class:`~.spec.SpecError`:
 exit 2, nothing written), found before any work, not an allocation failure at run time. The
-check runs where every run path starts (``tradeoff.search.trial.TrialEnv.prepare``), on the host
+check runs where every run path starts (``tradeoff.search.trial_env.TrialEnv.prepare``), on the host
 that runs the trials: a spec written on a large machine is checked again on a small one.
 
 * ``target.threads`` must not exceed the cores this process may run on (:func:`cores_available`).

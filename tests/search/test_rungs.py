@@ -10,7 +10,7 @@ from tradeoff.search import AccuracyOutOfReach, DominatedAtRung, RungStopping
 from tradeoff.search.trial import TrialEnv
 from tradeoff.studies import record
 from tradeoff.studies.results import baseline_trial, values_of
-from tradeoff.studies.spec import SearchSection
+from tradeoff.studies.sections import SearchSection
 
 
 def _rungs(**search) -> RungStopping:

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tradeoff.search import RungStopping, Runner, StudyMismatch
+from tradeoff.search import RungStopping, Runner, StudyMismatch, sampler_for
 from tradeoff.search import runner as runner_module
 from tradeoff.search.runner import INTERRUPTED
 from tradeoff.studies import parse_spec, record
@@ -131,7 +131,7 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_on_resume(url: str) ->
 @pytest.mark.parametrize("sampler", ["auto", "tpe", "gp", "nsga2", "random"])
 def test_every_named_sampler_runs_seeded(sampler: str, url: str) -> None:
     spec = _spec(sampler=sampler)
-    sampler_obj, choice = runner_module.sampler_for(spec, spec.recipe_space())
+    sampler_obj, choice = sampler_for(spec, spec.recipe_space())
     assert isinstance(sampler_obj, optuna.samplers.BaseSampler) and choice.name in ("tpe", "gp", "nsga2", "random")
     a = Runner(_spec("a", sampler=sampler), url, n_trials=2).run().trials[1].params
     b = Runner(_spec("b", sampler=sampler), url, n_trials=2).run().trials[1].params

@@ -146,7 +146,7 @@ def test_the_distiller_records_the_loss_of_every_step(tiny_cnn, tiny_batches) ->
 
 def test_find_lr_stops_where_steps_start_to_damage_the_network_and_leaves_it_untouched(tiny_batches) -> None:
     from tradeoff.spaces import find_lr
-    from tradeoff.spaces.distillation import RANGE_HIGH, RANGE_KL_LIMIT, RANGE_LOW, RANGE_SAFETY
+    from tradeoff.spaces.lr_range import RANGE_HIGH, RANGE_KL_LIMIT, RANGE_LOW, RANGE_SAFETY
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
