@@ -86,11 +86,11 @@ def test_memory_available_reads_this_host() -> None:
 
 def test_the_batch_that_got_through_is_refused_before_anything_is_allocated(monkeypatch) -> None:
     """``threads = 100000`` and ``batch_size = 10**12`` once reached a 256 GB allocation at run time."""
-    from tradeoff.search.trial import TrialEnv
+    from tradeoff.search.trial_env import TrialEnv
 
     task = load_task(USER_TASK)
     allocated: list[int] = []
-    monkeypatch.setattr("tradeoff.search.trial.shared_inputs", lambda *a, **k: allocated.append(1))
+    monkeypatch.setattr("tradeoff.search.trial_env.shared_inputs", lambda *a, **k: allocated.append(1))
     with pytest.raises(SpecError, match=r"target.batch_size = 1000000000000: the example inputs alone would take"):
         TrialEnv.prepare(spec_with(batch_size=10**12), task)
     with pytest.raises(SpecError, match="target.threads = 100000"):
