@@ -19,6 +19,10 @@ the demo spec's space (``studies/demo.toml``):
                     (``multivariate=False``) where ``auto`` builds a multivariate one: a candidate design
                     measured against the default (issue 25: on digits the multivariate TPE spends most late
                     trials at 50-80 % pruning, where the front gains least);
+  tradeoff-1w-startup tradeoff-1w with TPE's random start-up lengthened by the baseline and the warm starts
+                    (``n_startup_trials = 10 + 1 + warm starts``): Optuna counts enqueued trials as start-up
+                    trials, so by default they replace six of its ten random ones; a candidate design
+                    (issue 25: at 120 trials the single-worker search falls behind the TPE loop);
   user-tpe          what a user writes by hand with Optuna (section (b)): ``optuna.create_study``'s default
                     sampler, ``TPESampler(seed=...)``; prune -> quantize -> distil (Adam at 1e-3, the teacher
                     run on every step) -> bake -> deployable form -> tradeoff's own objectives on the same
@@ -77,7 +81,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -103,7 +107,7 @@ from tradeoff.objectives import (
     reference_point,
 )
 from tradeoff.objectives.accuracy import evaluate
-from tradeoff.search import Runner, samplers
+from tradeoff.search import Runner, samplers, warm_start_params
 from tradeoff.spaces import (
     ApplyContext,
     Deployable,
@@ -118,7 +122,16 @@ from tradeoff.spaces import (
 )
 from tradeoff.studies import Spec, SpecError, Task, demo_spec, load_task, parse_spec, shared_inputs
 
-METHODS = ("tradeoff", "tradeoff-1w", "tradeoff-1w-cold", "tradeoff-1w-indep", "user-tpe", "user-nsga2", "user-random")
+METHODS = (
+    "tradeoff",
+    "tradeoff-1w",
+    "tradeoff-1w-cold",
+    "tradeoff-1w-indep",
+    "tradeoff-1w-startup",
+    "user-tpe",
+    "user-nsga2",
+    "user-random",
+)
 USER_METHODS = ("user-tpe", "user-nsga2", "user-random")  # the loops a user writes by hand (section (b))
 QUICK_METHODS = ("tradeoff", "tradeoff-1w", "user-tpe")  # --quick: a smoke run of both kinds of run
 COLOURS = {
@@ -126,6 +139,7 @@ COLOURS = {
     "tradeoff-1w": "#17becf",
     "tradeoff-1w-cold": "#9467bd",
     "tradeoff-1w-indep": "#bcbd22",
+    "tradeoff-1w-startup": "#2ca02c",
     "user-tpe": "#d62728",
     "user-nsga2": "#ff7f0e",
     "user-random": "#8c8c8c",
@@ -234,9 +248,19 @@ def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
     spec = parse_spec(data, "search_efficiency.py")
     names = spec.objective_names()
     reset_auto_backend()  # a fallback to fx remembered by an earlier run must not carry over
-    # the candidate: one process (workers = 1), so replacing the factory here is what the study builds
-    independent = {"tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True)}
-    factories = independent if method == "tradeoff-1w-indep" else {}
+    # the candidates: one process (workers = 1), so replacing the factory here is what the study builds
+    candidates: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+        "tradeoff-1w-indep": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        # Optuna counts every finished trial towards n_startup_trials, enqueued ones included: here the
+        # baseline and the warm starts come on top of TPE's default 10 random ones instead of replacing them
+        "tradeoff-1w-startup": lambda seed: optuna.samplers.TPESampler(
+            seed=seed,
+            multivariate=True,
+            constant_liar=True,
+            n_startup_trials=10 + 1 + len(warm_start_params(spec, spec.recipe_space())),
+        ),
+    }
+    factories = {"tpe": candidates[method]} if method in candidates else {}
     with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(samplers._FACTORIES, factories):
         url = f"sqlite:///{Path(tmp) / 'study.db'}"
         start, t0 = datetime.now(), time.perf_counter()
