@@ -23,7 +23,7 @@ the demo spec's space (``studies/demo.toml``):
                     (``n_startup_trials = 10 + 1 + warm starts``): Optuna counts enqueued trials as start-up
                     trials, so by default they replace six of its ten random ones; a candidate design
                     (issue 25: at 120 trials the single-worker search falls behind the TPE loop);
-  tradeoff-1w-exact tradeoff-1w with ``benchmarks/exact_cheap.py``'s sampler: size and modelled energy computed
+  tradeoff-1w-exact tradeoff-1w with sampler ``exact`` (``search/exact.py``): size and modelled energy computed
                     exactly for each candidate before training, latency interpolated from measured trials of the
                     same widths, accuracy from a Gaussian process at its upper bound, the candidate adding the most
                     hypervolume chosen (SMS-EGO); a candidate design (issue 25: "model the cheap objectives
@@ -98,7 +98,6 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
-from exact_cheap import CheapFigures, ExactCheapSampler  # benchmarks/exact_cheap.py: a candidate sampler
 from tradeoff.objectives import (
     DIRECTIONS,
     Constraints,
@@ -246,23 +245,10 @@ def _finished(trial: FrozenTrial, start: datetime, names: Sequence[str]) -> Fini
 # =====================================================================================================
 
 
-def exact_sampler(spec: Spec, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The ``tradeoff-1w-exact`` candidate (``benchmarks/exact_cheap.py``), built inside the timed run."""
-    task = load_task(spec.task.name, spec.task.kwargs)  # the cached teacher: what the Runner loads too
-    space = spec.recipe_space(task.model)
-    inputs = tuple(x[: spec.target.batch_size] for x in task.example_inputs)
-    return ExactCheapSampler(
-        space=space,
-        cheap=CheapFigures(space, task.model, inputs),
-        names=spec.objective_names(),
-        max_accuracy_drop=spec.constraints_().max_accuracy_drop,
-        seed=seed,
-    )
-
-
 def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
     data = copy.deepcopy(spec_dict)
-    data["study"].update(name=f"efficiency-{method}-s{seed}", seed=seed, sampler="auto")
+    sampler = "exact" if method == "tradeoff-1w-exact" else "auto"  # the candidate is a sampler chosen by name
+    data["study"].update(name=f"efficiency-{method}-s{seed}", seed=seed, sampler=sampler)
     if method.startswith("tradeoff-1w"):  # one process: the per-trial comparison with the user loop
         data.setdefault("search", {})["workers"] = 1
     if method == "tradeoff-1w-cold":  # no warm starts: what they add, on each task, per trial
@@ -275,7 +261,6 @@ def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
         "tradeoff-1w-indep": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
         # Optuna counts every finished trial towards n_startup_trials, enqueued ones included: here the
         # baseline and the warm starts come on top of TPE's default 10 random ones instead of replacing them
-        "tradeoff-1w-exact": lambda seed: exact_sampler(spec, seed),
         "tradeoff-1w-startup": lambda seed: optuna.samplers.TPESampler(
             seed=seed,
             multivariate=True,

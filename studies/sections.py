@@ -40,7 +40,7 @@ WeightBits = Literal[WEIGHT_BITS]  # type: ignore[valid-type]
 ActivationBits = Literal[ACTIVATION_BITS]  # type: ignore[valid-type]
 # the samplers a study may name (tradeoff.search.samplers builds each; it takes the names from here,
 # since studies cannot import search); the spec also accepts "auto"
-SAMPLER_NAMES: tuple[str, ...] = ("tpe", "gp", "nsga2", "nsga3", "random")
+SAMPLER_NAMES: tuple[str, ...] = ("tpe", "gp", "nsga2", "nsga3", "random", "exact")
 # the [space.*] sections' defaults are the spaces' own: read from a default-built space, never restated
 _PRUNING = PruningSpace()
 _QUANTIZATION = QuantizationSpace()

@@ -47,7 +47,7 @@ def test_minimal_spec_gets_documented_defaults() -> None:
         ({"task": {"name": "digits", "colour": 1}}, "does not accept arguments ['colour']"),
         (
             {"study": {"name": "s", "sampler": "cmaes"}},
-            "study.sampler: Input should be 'auto', 'tpe', 'gp', 'nsga2', 'nsga3' or 'random'",
+            "study.sampler: Input should be 'auto', 'tpe', 'gp', 'nsga2', 'nsga3', 'random' or 'exact'",
         ),
         ({"search": {"rungs": [0.5, 0.25]}}, "search.rungs: must be strictly increasing fractions in (0, 1)"),
         ({"search": {"rungs": [0.5, 1.0]}}, "search.rungs[1]: Input should be less than 1"),
