@@ -16,13 +16,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import math
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import optuna
 import torch
-from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize runs around a trial
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled  # what Study.optimize runs
 from optuna.trial import TrialState
 
 from tradeoff.objectives import DIRECTIONS, NonFinite, target_fingerprint
@@ -293,7 +294,14 @@ class Runner:
 
         Failing stale trials, reading the budget, counting and asking happen under ``lock`` (every
         process and host running the study), so the study never gets more trials than its budget.
+
+        With heartbeats (a server), the budget being taken is not the end while other workers' trials run:
+        one may belong to a worker that died, which only its missing heartbeats reveal, after the grace
+        period. The loop waits, a heartbeat interval at a time, until they end or are failed (a failed one's
+        config is queued again and this loop runs it), for at most the grace period and two heartbeats: a
+        trial still running then has a live worker, which finishes it.
         """
+        waiting_since: float | None = None
         while True:
             if sigint_seen():  # a Ctrl-C whose KeyboardInterrupt Python swallowed (it landed in a GC callback)
                 raise KeyboardInterrupt
@@ -302,12 +310,25 @@ class Runner:
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)  # a dead worker's trial failed, its config queued
                 self.n_trials = int(study.user_attrs.get(record.STUDY_BUDGET, self.n_trials))
-                taken = sum(counted(t) or t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+                trials = study.get_trials(deepcopy=False)
+                taken = sum(counted(t) or t.state == TrialState.RUNNING for t in trials)
                 if taken >= self.n_trials:
-                    return
-                with warnings.catch_warnings():  # Optuna warns that heartbeats belong to Study.optimize: this
-                    warnings.filterwarnings("ignore", message="Heartbeat of storage")  # loop runs them itself
-                    trial = study.ask()
+                    running = any(t.state == TrialState.RUNNING for t in trials)
+                    if not (running and is_heartbeat_enabled(study._storage)):
+                        return
+                    waiting_since = time.monotonic() if waiting_since is None else waiting_since
+                    study_s = self.spec.study
+                    if time.monotonic() - waiting_since > study_s.grace_s + 2 * study_s.heartbeat_s:
+                        return
+                    trial = None  # wait outside the lock for the running trials to end or be failed
+                else:
+                    waiting_since = None
+                    with warnings.catch_warnings():  # Optuna warns that heartbeats belong to Study.optimize: this
+                        warnings.filterwarnings("ignore", message="Heartbeat of storage")  # loop runs them itself
+                        trial = study.ask()
+            if trial is None:
+                time.sleep(self.spec.study.heartbeat_s)  # a poll, one heartbeat apart
+                continue
             self._run_one(study, trial, env, space, seed0 + taken)
 
     def _work(self, env: TrialEnv, space: RecipeSpace, seed0: int, index: int, lock: Any) -> None:
