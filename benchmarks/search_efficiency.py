@@ -28,6 +28,8 @@ the demo spec's space (``studies/demo.toml``):
                     same widths, accuracy from a Gaussian process at its upper bound, the candidate adding the most
                     hypervolume chosen (SMS-EGO); a candidate design (issue 25: "model the cheap objectives
                     exactly")
+  tradeoff-exact    tradeoff's defaults (two workers here) with sampler ``exact``: the candidate as a default
+                    would run, other workers' running trials believed at the GP's mean
   user-tpe          what a user writes by hand with Optuna (section (b)): ``optuna.create_study``'s default
                     sampler, ``TPESampler(seed=...)``; prune -> quantize -> distil (Adam at 1e-3, the teacher
                     run on every step) -> bake -> deployable form -> tradeoff's own objectives on the same
@@ -134,6 +136,7 @@ METHODS = (
     "tradeoff-1w-indep",
     "tradeoff-1w-startup",
     "tradeoff-1w-exact",
+    "tradeoff-exact",
     "user-tpe",
     "user-nsga2",
     "user-random",
@@ -147,6 +150,7 @@ COLOURS = {
     "tradeoff-1w-indep": "#bcbd22",
     "tradeoff-1w-startup": "#2ca02c",
     "tradeoff-1w-exact": "#e377c2",
+    "tradeoff-exact": "#7f3f98",
     "user-tpe": "#d62728",
     "user-nsga2": "#ff7f0e",
     "user-random": "#8c8c8c",
@@ -247,7 +251,7 @@ def _finished(trial: FrozenTrial, start: datetime, names: Sequence[str]) -> Fini
 
 def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
     data = copy.deepcopy(spec_dict)
-    sampler = "exact" if method == "tradeoff-1w-exact" else "auto"  # the candidate is a sampler chosen by name
+    sampler = "exact" if method.endswith("-exact") else "auto"  # the candidate is a sampler chosen by name
     data["study"].update(name=f"efficiency-{method}-s{seed}", seed=seed, sampler=sampler)
     if method.startswith("tradeoff-1w"):  # one process: the per-trial comparison with the user loop
         data.setdefault("search", {})["workers"] = 1
