@@ -16,9 +16,11 @@ computes it, and spends the trials on what only a trial can tell:
 * **the choice**: of :data:`N_RANDOM` uniform candidates and :data:`N_LOCAL` near the front, the one whose
   optimistic point adds the most hypervolume to the front of the completed feasible trials, in the
   study's normalised space (SMS-EGO: Ponweiser et al., PPSN 2008, with the known objectives exact
-  instead of modelled). Trials other workers are running count on that front at the GP's mean
-  (a "believer"), so two workers do not pick the same candidate. Candidates whose exact figures already
-  break a size or energy limit are skipped (a trial would be screened).
+  instead of modelled). Trials other workers are running count on that front at the GP's mean, and the
+  GP is refitted with that mean as their result (a "Kriging believer": Ginsbourger et al., 2010), so the
+  model is no longer unsure next to them and two workers do not pick the same or a neighbouring
+  candidate; a candidate equal to a running trial is never picked. Candidates whose exact figures
+  already break a size or energy limit are skipped (a trial would be screened).
 
 Before :data:`MIN_TRIALS` completed trials, when no candidate adds anything, or in a study that tradeoff
 did not create (no stored spec), the multivariate TPE that ``auto`` builds decides instead.
@@ -292,6 +294,15 @@ class ExactSampler(optuna.samplers.BaseSampler):
         with warnings.catch_warnings():  # convergence notes at the bounds are expected with few trials
             warnings.simplefilter("ignore")
             gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=0).fit(x, y)
+        believed = np.empty(0)
+        if running:  # other workers' trials: a "Kriging believer" takes the GP's mean as their result and
+            # refits on it with the fitted kernel, so the model is no longer unsure there and an optimistic
+            # pick next to a running trial stops adding hypervolume it has not earned
+            x_run = np.array([_features(t.params, dists) for t in running])
+            believed = gp.predict(x_run)
+            gp = GaussianProcessRegressor(gp.kernel_, normalize_y=True, optimizer=None).fit(
+                np.vstack([x, x_run]), np.concatenate([y, believed])
+            )
 
         # latency (and energy where a counter measures it): by widths, interpolated in MACs between trials
         def widths(params: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -318,9 +329,7 @@ class ExactSampler(optuna.samplers.BaseSampler):
             return point([accuracy, fig[cx_name], lat, energy]), {**fig, "latency_ms": lat, "energy_mj": energy}
 
         front = [pts[i] for i in on_front]
-        if running:  # other workers' trials, believed to end at the GP's mean
-            mean = gp.predict(np.array([_features(t.params, dists) for t in running]))
-            front += [predicted(t.params, m)[0] for t, m in zip(running, mean, strict=True)]
+        front += [predicted(t.params, m)[0] for t, m in zip(running, believed, strict=True)]
         front_arr = np.array(front) if front else np.empty((0, 4))
         hv0 = hypervolume(front_arr, ref) if len(front_arr) else 0.0
 
@@ -329,7 +338,10 @@ class ExactSampler(optuna.samplers.BaseSampler):
         mu, sd = gp.predict(np.array([_features(c, dists) for c in cands]), return_std=True)
         best: dict[str, Any] = {}
         best_gain = 0.0
+        taken = [t.params for t in running]
         for c, m, s in zip(cands, mu, sd, strict=True):
+            if c in taken:  # another worker is running this very candidate
+                continue
             p, figures = predicted(c, m + KAPPA * s)
             if not all(pi <= ri for pi, ri in zip(p, ref, strict=True)):
                 continue
