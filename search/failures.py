@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
+from collections.abc import Sequence
 
 import optuna
 import torch
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from tradeoff.objectives import NonFinite
@@ -93,3 +96,42 @@ def fail_trial(study: optuna.Study, trial: optuna.Trial, error: str, reason: str
         trial.set_user_attr(record.ERROR, error)
         trial.set_user_attr(record.FAIL_REASON, reason)
     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def wait_for_running(
+    study: optuna.Study,
+    trials: Sequence[optuna.trial.FrozenTrial],
+    since: float | None,
+    *,
+    grace_s: float,
+    heartbeat_s: float,
+) -> float | None:
+    """Whether a worker whose budget is taken waits for other workers' running trials, and since when.
+
+    With heartbeats (a server), one of those trials may belong to a worker that died, which only its
+    missing heartbeats reveal, after the grace period; a failed one's config is queued again and a
+    waiting worker runs it. So the worker waits while trials run, for at most the grace period and two
+    heartbeats: a trial still running then has a live worker, which finishes it.
+
+    Args:
+        study: the study, to learn whether its storage keeps heartbeats.
+        trials: the study's trials, read under the runner's lock.
+        since: when this worker started waiting (``time.monotonic()``), or ``None`` if it was not waiting.
+        grace_s: the study's heartbeat grace period.
+        heartbeat_s: the study's heartbeat interval.
+
+    Returns:
+        When the wait started (``since``, or now), or ``None`` when the worker stops.
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study()  # in memory: no heartbeats, nothing to wait for
+        >>> wait_for_running(study, study.get_trials(), None, grace_s=60.0, heartbeat_s=10.0) is None
+        True
+    """
+    running = any(t.state == TrialState.RUNNING for t in trials)
+    if not (running and is_heartbeat_enabled(study._storage)):
+        return None
+    now = time.monotonic()
+    since = now if since is None else since
+    return since if now - since <= grace_s + 2 * heartbeat_s else None

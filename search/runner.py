@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled  # what Study.optimize runs
+from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize runs
 from optuna.trial import TrialState
 
 from tradeoff.objectives import DIRECTIONS, NonFinite, target_fingerprint
@@ -45,7 +45,7 @@ from tradeoff.studies.spec import Spec
 from tradeoff.studies.storage import NoStudies, check_not_networked
 
 from .events import TrialEvent
-from .failures import counted, fail_stale, fail_trial, failure_reason, worker_name
+from .failures import counted, fail_stale, fail_trial, failure_reason, wait_for_running, worker_name
 from .reuse import DuplicateReuse, LatencyReuse
 from .rungs import RungStopping
 from .samplers import make_sampler, sampler_for
@@ -295,11 +295,9 @@ class Runner:
         Failing stale trials, reading the budget, counting and asking happen under ``lock`` (every
         process and host running the study), so the study never gets more trials than its budget.
 
-        With heartbeats (a server), the budget being taken is not the end while other workers' trials run:
-        one may belong to a worker that died, which only its missing heartbeats reveal, after the grace
-        period. The loop waits, a heartbeat interval at a time, until they end or are failed (a failed one's
-        config is queued again and this loop runs it), for at most the grace period and two heartbeats: a
-        trial still running then has a live worker, which finishes it.
+        With heartbeats (a server), the budget being taken is not the end while other workers' trials run
+        (:func:`~tradeoff.search.failures.wait_for_running` says for how long): the loop polls a heartbeat
+        interval at a time, and runs a dead worker's trial once heartbeats fail it and queue it again.
         """
         waiting_since: float | None = None
         while True:
@@ -313,12 +311,11 @@ class Runner:
                 trials = study.get_trials(deepcopy=False)
                 taken = sum(counted(t) or t.state == TrialState.RUNNING for t in trials)
                 if taken >= self.n_trials:
-                    running = any(t.state == TrialState.RUNNING for t in trials)
-                    if not (running and is_heartbeat_enabled(study._storage)):
-                        return
-                    waiting_since = time.monotonic() if waiting_since is None else waiting_since
-                    study_s = self.spec.study
-                    if time.monotonic() - waiting_since > study_s.grace_s + 2 * study_s.heartbeat_s:
+                    s = self.spec.study
+                    waiting_since = wait_for_running(
+                        study, trials, waiting_since, grace_s=s.grace_s, heartbeat_s=s.heartbeat_s
+                    )
+                    if waiting_since is None:
                         return
                     trial = None  # wait outside the lock for the running trials to end or be failed
                 else:
@@ -398,7 +395,8 @@ class Runner:
             study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             self._emit(study, trial.number, "STOPPED", None)
             return
-        hv = self._hypervolume_with(study, env, rec)
+        feasible = all(v <= 0 for v in rec.constraints.values())  # the front once rec (not told yet) counts
+        hv = study_hypervolume(study, extra=rec.values if feasible else None)
         trial.set_user_attr(record.HYPERVOLUME, hv)
         study.tell(trial, rec.value_list(), skip_if_finished=True)
         self._emit(study, trial.number, "SCREENED" if rec.screened else "COMPLETE", rec.values, hypervolume=hv)
@@ -424,11 +422,6 @@ class Runner:
         if bad and not rec.stopped:
             raise NonFinite(f"objective values are not finite: {bad}")
         return rec
-
-    def _hypervolume_with(self, study: optuna.Study, env: TrialEnv, rec: TrialRecord) -> float:
-        """The study's feasible hypervolume once ``rec`` (not told yet) is counted."""
-        extra = rec.values if all(v <= 0 for v in rec.constraints.values()) else None
-        return study_hypervolume(study, extra=extra)
 
     def _emit(
         self,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from tradeoff.search import Runner
 from tradeoff.search.cli import app
+from tradeoff.search.failures import wait_for_running
 from tradeoff.studies import parse_spec, record
 
 
@@ -74,3 +77,29 @@ def test_a_missing_artifact_store_is_refused_before_the_study_is_created(tmp_pat
     with pytest.raises(StorageError, match="not a directory this host can read"):
         Runner(spec, f"sqlite:///{tmp_path / 's.db'}", workers=1).run()
     assert not (tmp_path / "s.db").exists()  # nothing written
+
+
+def test_a_worker_with_no_budget_left_waits_for_running_trials_only_with_heartbeats_and_only_so_long(
+    tmp_path: Path,
+) -> None:
+    def study_with_running_trial(heartbeat: int | None) -> optuna.Study:
+        url = f"sqlite:///{tmp_path / f'hb{heartbeat}.db'}"
+        storage = optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat, grace_period=heartbeat and 2 * heartbeat
+        )
+        study = optuna.create_study(storage=storage)
+        study.ask()  # another worker's trial, still running
+        return study
+
+    beating = study_with_running_trial(60)
+    trials = beating.get_trials()
+    now = time.monotonic()
+    started = wait_for_running(beating, trials, None, grace_s=120, heartbeat_s=60)
+    assert started is not None and started >= now  # it starts waiting now
+    assert wait_for_running(beating, trials, started, grace_s=120, heartbeat_s=60) == started  # and goes on
+    assert wait_for_running(beating, trials, now - 241, grace_s=120, heartbeat_s=60) is None  # grace + 2 beats
+    assert wait_for_running(beating, trials, now - 200, grace_s=120, heartbeat_s=60) == now - 200
+    beating.tell(trials[0].number, 1.0)
+    assert wait_for_running(beating, beating.get_trials(), started, grace_s=120, heartbeat_s=60) is None  # none run
+    silent = study_with_running_trial(None)  # no heartbeats: a dead worker's trial would never be failed
+    assert wait_for_running(silent, silent.get_trials(), None, grace_s=120, heartbeat_s=60) is None
