@@ -16,11 +16,11 @@ computes it, and spends the trials on what only a trial can tell:
 * **the choice**: of :data:`N_RANDOM` uniform candidates and :data:`N_LOCAL` near the front, the one whose
   optimistic point adds the most hypervolume to the front of the completed feasible trials, in the
   study's normalised space (SMS-EGO: Ponweiser et al., PPSN 2008, with the known objectives exact
-  instead of modelled). Trials other workers are running count on that front at the GP's mean, and the
-  GP is refitted with that mean as their result (a "Kriging believer": Ginsbourger et al., 2010), so the
-  model is no longer unsure next to them and two workers do not pick the same or a neighbouring
-  candidate; a candidate equal to a running trial is never picked. Candidates whose exact figures
-  already break a size or energy limit are skipped (a trial would be screened).
+  instead of modelled). Trials other workers are running count on that front at the GP's mean (a
+  "believer"), so a candidate their expected result already dominates adds nothing, and a candidate
+  equal to a running trial is never picked. The GP is not refitted on that belief (a "Kriging
+  believer", Ginsbourger et al. 2010): that was measured, and with two workers it did worse. Candidates
+  whose exact figures already break a size or energy limit are skipped (a trial would be screened).
 
 Before :data:`MIN_TRIALS` completed trials, when no candidate adds anything, or in a study that tradeoff
 did not create (no stored spec), the multivariate TPE that ``auto`` builds decides instead.
@@ -294,15 +294,9 @@ class ExactSampler(optuna.samplers.BaseSampler):
         with warnings.catch_warnings():  # convergence notes at the bounds are expected with few trials
             warnings.simplefilter("ignore")
             gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=0).fit(x, y)
-        believed = np.empty(0)
-        if running:  # other workers' trials: a "Kriging believer" takes the GP's mean as their result and
-            # refits on it with the fitted kernel, so the model is no longer unsure there and an optimistic
-            # pick next to a running trial stops adding hypervolume it has not earned
-            x_run = np.array([_features(t.params, dists) for t in running])
-            believed = gp.predict(x_run)
-            gp = GaussianProcessRegressor(gp.kernel_, normalize_y=True, optimizer=None).fit(
-                np.vstack([x, x_run]), np.concatenate([y, believed])
-            )
+        # other workers' trials, believed to end at the GP's mean (on the front only: a Kriging believer,
+        # which also refits the GP on that belief, was measured worse with two workers; docs/BENCHMARKS.md)
+        believed = gp.predict(np.array([_features(t.params, dists) for t in running])) if running else []
 
         # latency (and energy where a counter measures it): by widths, interpolated in MACs between trials
         def widths(params: Mapping[str, Any]) -> tuple[Any, Any]:
