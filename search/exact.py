@@ -333,13 +333,13 @@ class ExactSampler(optuna.samplers.BaseSampler):
         best: dict[str, Any] = {}
         best_gain = 0.0
         taken = [t.params for t in running]
+        baseline = {"accuracy": acc0, "latency_ms": b[lat_i], "energy_mj": b[en_i], cx_name: b[cx_i]}
         for c, m, s in zip(cands, mu, sd, strict=True):
             if c in taken:  # another worker is running this very candidate
                 continue
             p, figures = predicted(c, m + KAPPA * s)
             if not all(pi <= ri for pi, ri in zip(p, ref, strict=True)):
                 continue
-            baseline = {"accuracy": acc0, "latency_ms": b[lat_i], "energy_mj": b[en_i], cx_name: b[cx_i]}
             if any(v > 0 for v in constraint_values({**figures, "accuracy": acc0}, baseline, limits).values()):
                 continue  # a trial of it would be screened: its size or energy already breaks a limit
             gain = hypervolume(np.vstack([front_arr, [p]]) if len(front_arr) else np.array([p]), ref) - hv0

@@ -78,14 +78,22 @@ def test_a_candidate_another_worker_is_running_is_not_picked_again(exact_study: 
 def test_candidates_that_break_a_size_limit_are_not_picked(exact_study: optuna.Study) -> None:
     stored = exact_study.user_attrs[record.STUDY_SPEC]
     unlimited = ExactSampler(seed=1)._choose(exact_study, ANY_TRIAL)
+    assert unlimited
     cheap = ExactSampler(seed=1).context(exact_study).cheap
-    limit = cheap(unlimited)["size_bytes"] - 1  # the pick without a limit would break this one
-    limited = {**stored, "constraints": {**stored["constraints"], "max_size_bytes": limit}}
-    copy = optuna.create_study(directions=exact_study.directions)
-    copy.set_user_attr(record.STUDY_SPEC, limited)
-    copy.add_trials(exact_study.get_trials(states=(TrialState.COMPLETE,)))
-    picked = ExactSampler(seed=1)._choose(copy, ANY_TRIAL)
-    assert picked and picked != unlimited and cheap(picked)["size_bytes"] <= limit
+    size = cheap(unlimited)["size_bytes"]
+
+    def pick_under(limit: float) -> dict:
+        limited = {**stored, "constraints": {**stored["constraints"], "max_size_bytes": limit}}
+        copy = optuna.create_study(directions=exact_study.directions)
+        copy.set_user_attr(record.STUDY_SPEC, limited)
+        copy.add_trials(exact_study.get_trials(states=(TrialState.COMPLETE,)))
+        return ExactSampler(seed=1)._choose(copy, ANY_TRIAL)
+
+    assert pick_under(size) == unlimited  # a limit the pick meets (at its edge) changes nothing
+    picked = pick_under(size - 1)  # the pick without a limit breaks this one
+    assert picked != unlimited
+    # another candidate within the limit, or none when nothing smaller adds hypervolume (TPE decides then)
+    assert not picked or cheap(picked)["size_bytes"] <= size - 1
 
 
 def test_outside_a_tradeoff_study_it_is_the_seeded_tpe() -> None:
