@@ -23,7 +23,9 @@ from optuna.trial import TrialState
 from tests.e2e.test_cli import EXE, env_for, run
 from tests.pg import PgCluster
 from tests.studies.fake_study import fake_study
+from tests.studies.user_task import make_task
 from tradeoff.studies import record
+from tradeoff.studies.spec import load_spec
 
 SPEC = """\
 [study]
@@ -97,14 +99,24 @@ def _exists(url: str, name: str) -> bool:
         return False
 
 
-def _running_by(url: str, name: str, pid: int) -> optuna.trial.FrozenTrial | None:
+def _running_by(
+    url: str, name: str, pid: int, *, knobs: frozenset[str] = frozenset()
+) -> optuna.trial.FrozenTrial | None:
+    """The candidate trial ``pid`` is running, once it holds every one of ``knobs`` (it is RUNNING, and
+    marked with its worker, before its knobs are suggested one by one)."""
     worker = f"{socket.gethostname()}:{pid}"
     if not _exists(url, name):
         return None
     for t in _trials(url, name):
-        if t.state == TrialState.RUNNING and t.user_attrs.get(record.WORKER) == worker and t.number > 0:
+        mine = t.state == TrialState.RUNNING and t.user_attrs.get(record.WORKER) == worker and t.number > 0
+        if mine and knobs <= t.params.keys():
             return t
     return None
+
+
+def _knobs(spec: Path) -> frozenset[str]:
+    """Every knob a trial of ``spec`` (on tests.studies.user_task's model) is asked for."""
+    return frozenset(load_spec(spec).recipe_space(make_task().model).distributions())
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -168,11 +180,15 @@ def test_launch_with_forked_workers_on_postgresql_works_as_on_sqlite(pg_url: str
 def test_a_worker_killed_mid_trial_has_its_config_retried_by_another(pg_url: str, tmp_path: Path) -> None:
     """2. kill -9 in the middle of a trial: heartbeats fail it after the grace period, another worker runs the
     same config, the retry points back at it, and the study ends with its budget of complete trials."""
-    _spec(tmp_path, "killed", 6, steps=3000, heartbeat=1, grace=3)
+    knobs = _knobs(_spec(tmp_path, "killed", 6, steps=3000, heartbeat=1, grace=3))
     launch = _popen("launch", "killed.toml", "--storage", pg_url, "--workers", "1", cwd=tmp_path)
     _wait_for(lambda: _exists(pg_url, "killed"), 120, "the study to be created")
     victim = _popen("worker", "killed", "--storage", pg_url, "--workers", "1", cwd=tmp_path)
-    running = _wait_for(lambda: _running_by(pg_url, "killed", victim.pid), 120, "the worker to run a trial")
+    # killed once its trial holds every knob: a kill while they are being suggested leaves a partial config,
+    # whose missing knobs a retry samples afresh (that race is the test's, not the retry's)
+    running = _wait_for(
+        lambda: _running_by(pg_url, "killed", victim.pid, knobs=knobs), 120, "the worker to run a whole config"
+    )
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=30)
     rc, err = _finish(launch)
