@@ -56,6 +56,18 @@ def bundle_readme(config: dict[str, Any]) -> str:
             )
             + " |"
         )
+    if "deployable_torchscript" in files:
+        lines.append(
+            f"| `{files['deployable_torchscript']}` | the program that was timed (`deployable_form` {form}, run by "
+            f"{backend}), traced to TorchScript: the same quantized ops, run by TorchScript's interpreter | latency, "
+            "energy"
+            + (
+                f"; accuracy {f['deployable_accuracy']:.4f} (the front's)"
+                if "deployable_accuracy" in f
+                else "; accuracy"
+            )
+            + " |"
+        )
     lines += [
         "| `scored_model.pt2` | the simulation the search scored: weights on their quantized grid, activations "
         "fake-quantized at the chosen width, computed in fp32 | "
@@ -91,6 +103,20 @@ def bundle_readme(config: dict[str, Any]) -> str:
             "",
             f"Latency was timed at batch {batch}; each new batch size compiles once more (a dynamic-batch graph",
             "fails in inductor's int8 conv lowering, so keep `dynamic=False`).",
+            "",
+        ]
+    elif "deployable_torchscript" in files:
+        lines += [
+            f"No `deployable.pt2`: the timed program ran on the `{backend}` int8 backend, whose eager quantized",
+            f"modules `torch.export` cannot save. `{files['deployable_torchscript']}` is that program as TorchScript,",
+            "with its int8 kernels (PyTorch has deprecated TorchScript, but loads and runs it); plain PyTorch runs it",
+            "at any batch size:",
+            "",
+            "```python",
+            f'fast = torch.jit.load("{files["deployable_torchscript"]}")',
+            "with torch.no_grad():",
+            "    outputs = fast(x)",
+            "```",
             "",
         ]
     elif "deployable" not in files:

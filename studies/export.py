@@ -11,8 +11,11 @@ failure never leaves half a bundle):
   ``torch.ao.quantization.fx._decomposed``, which registers its quantize/dequantize ops): for int8 the
   converted PT2E graph (quantize/dequantize around the convs, fp32 arithmetic until compiled:
   ``torch.compile(..., dynamic=False)`` under inductor's ``freezing`` turns it into the int8
-  kernels that were timed), for 16 bits the cast model, for fp32 the model; absent for the fx int8
-  backend, whose eager quantized modules ``torch.export`` cannot take (the README says so);
+  kernels that were timed), for 16 bits the cast model, for fp32 the model;
+* ``deployable.ts`` instead, for the fx int8 backend, whose eager quantized modules ``torch.export``
+  cannot take (their packed weights are TorchScript objects): the timed program traced to TorchScript
+  (:data:`TORCHSCRIPT_FILE`), the same quantized ops run by TorchScript's interpreter, which plain torch
+  loads at any batch size (``torch.jit.load("deployable.ts")``);
 * ``scored_model.pt2``: the simulation the accuracy search scored (weights on their quantized grid,
   activations fake-quantized, computed in fp32), the same way;
 * ``state_dict.pt``: its plain state dict; ``packed_weights.pt``: the weights packed at their
@@ -31,6 +34,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -60,6 +64,7 @@ ACCURACY_TOLERANCE = 0.005  # same seed and data: equal up to reordered float su
 # to ~20 % (docs/BENCHMARKS.md, "Latency repeatability"), so a ratio a quarter off says the program is another
 LATENCY_RATIO_TOLERANCE = 0.25
 EXPORT_BATCH = 2  # trace at batch >= 2 with a dynamic batch dim: batch 1 would be specialised away
+TORCHSCRIPT_FILE = "deployable.ts"  # the fx int8 program, which has no torch.export form
 
 
 class ExportError(RuntimeError):
@@ -146,6 +151,24 @@ def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -
         model = model.eval()
     with torch.no_grad():
         return torch.export.export(model, inputs, dynamic_shapes=batch_dynamic_shapes(model, inputs))
+
+
+def torchscript_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
+    """The fx int8 program as TorchScript, traced at :data:`EXPORT_BATCH` (it runs at any batch size).
+
+    ``torch.export`` cannot take an fx int8 program: its quantized modules hold packed weights as
+    TorchScript objects. Tracing records the same quantized ops, with the batch size read at run time.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(4, 2)).eval()
+        >>> ts = torchscript_program(m, (torch.randn(1, 4),))
+        >>> ts(torch.randn(5, 4)).shape
+        torch.Size([5, 2])
+    """
+    inputs = at_batch_size(example_inputs, EXPORT_BATCH)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.trace", DeprecationWarning)  # known: the only way to save it
+        return torch.jit.trace(model, inputs)
 
 
 def compare(exported: dict[str, Any], rebuilt: Rebuilt) -> list[dict[str, Any]]:
@@ -235,6 +258,12 @@ def _write_model_files(folder: Path, rebuilt: Rebuilt) -> dict[str, str]:
         program = export_program(deployed.program, rebuilt.example_inputs)
         torch.export.save(program, folder / "deployable.pt2")
         files["deployable"] = "deployable.pt2"
+    elif deployed.backend == "fx":
+        program = torchscript_program(deployed.module, rebuilt.example_inputs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "`torch.jit.save", DeprecationWarning)
+            torch.jit.save(program, folder / TORCHSCRIPT_FILE)
+        files["deployable_torchscript"] = TORCHSCRIPT_FILE
     torch.export.save(export_program(scored, rebuilt.example_inputs), folder / "scored_model.pt2")
     torch.save(scored.state_dict(), folder / "state_dict.pt")
     torch.save(packed_state_dict(scored, rebuilt.compressed.weight_bits), folder / "packed_weights.pt")

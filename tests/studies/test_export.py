@@ -38,7 +38,8 @@ def bundle(study, tmp_path_factory):
 def test_bundle_holds_every_file_and_field(bundle) -> None:
     cfg = load_config(bundle / "config.json")
     timed_on = cfg["provenance"]["latency_ms"]["deployable_backend"]
-    deployable = ["deployable.pt2"] if timed_on != "fx" else []  # fx: eager quantized modules, not exportable
+    # fx: eager quantized modules, which torch.export cannot take: the program goes as TorchScript instead
+    deployable = ["deployable.pt2"] if timed_on != "fx" else ["deployable.ts"]
     assert sorted(p.name for p in bundle.iterdir()) == sorted([
         "README.md", "config.json", "scored_model.pt2", "packed_weights.pt", "report.html", "state_dict.pt",
         *deployable,
@@ -49,7 +50,7 @@ def test_bundle_holds_every_file_and_field(bundle) -> None:
     assert cfg["rebuilt"] and all(row["ok"] for row in cfg["rebuilt"])
     readme = (bundle / "README.md").read_text()
     assert "| `scored_model.pt2` | the simulation" in readme and "| latency_ms |" in readme
-    if deployable:
+    if timed_on != "fx":
         assert (
             'torch.export.load("deployable.pt2")' in readme
             and "| `deployable.pt2` | the program that was timed" in readme
@@ -133,6 +134,53 @@ def test_the_timed_program_loads_without_tradeoff_runs_any_batch_and_scores_like
     # at another batch, and uncompiled (quantize/dequantize in fp32), within a sample of it
     for other in (compiled_all, eager_all, eager_one):
         assert abs(other - compiled_one) <= one_sample + 1e-6
+
+
+@pytest.fixture(scope="module")
+def fx_bundle(tmp_path_factory):
+    """A study whose int8 programs ran on the fx backend ([target] backend = "fx"), and its bundle."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'fx.db'}"
+    study = Runner(parse_spec({**SPEC, "study": {**SPEC["study"], "name": "fx"}, "target": {"backend": "fx"}}), url).run()
+    first = next(
+        t for t in study.get_trials() if t.state.name == "COMPLETE" and t.user_attrs.get("role") == "candidate"
+    )
+    return export_bundle(study, tmp_path_factory.mktemp("out") / "fx", rule=str(first.number)).parent
+
+
+def test_an_fx_program_is_exported_as_torchscript_that_runs_any_batch_and_scores_like_the_trial(
+    fx_bundle, tmp_path
+) -> None:
+    from tests.studies.user_task import make_task
+
+    cfg = load_config(fx_bundle / "config.json")
+    assert cfg["provenance"]["latency_ms"]["deployable_backend"] == "fx" and cfg["deployable_form"] == "int8"
+    assert cfg["files"]["deployable_torchscript"] == "deployable.ts" and "deployable" not in cfg["files"]
+    assert not (fx_bundle / "deployable.pt2").exists()
+    readme = (fx_bundle / "README.md").read_text()
+    assert "| `deployable.ts` | the program that was timed" in readme and 'torch.jit.load("deployable.ts")' in readme
+    task = make_task()
+    skip = cfg["provenance"]["accuracy"].get("skipped_first", 0)
+    x, y = torch.cat([b[0] for b in task.val])[skip:], torch.cat([b[1] for b in task.val])[skip:]
+    torch.save({"x": x, "y": y}, tmp_path / "val.pt")
+    code = (
+        "import sys, json, torch\n"
+        f"m = torch.jit.load({str(fx_bundle / 'deployable.ts')!r})\n"
+        f"d = torch.load({str(tmp_path / 'val.pt')!r})\n"
+        "names = {n.kind() for n in m.inlined_graph.nodes()}\n"
+        "acc = lambda out: (out.argmax(-1) == d['y']).float().mean().item()\n"
+        "with torch.no_grad():\n"
+        "    one = acc(torch.cat([m(d['x'][i : i + 1]) for i in range(len(d['y']))]))\n"
+        "    whole = acc(m(d['x']))\n"
+        "assert not any(k.startswith('tradeoff') for k in sys.modules), 'tradeoff was imported'\n"
+        "print(json.dumps([one, whole, sorted(k for k in names if k.startswith('quantized::'))]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, whole, quantized_ops = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "quantized::linear" in quantized_ops  # the int8 kernels themselves, not an fp32 stand-in
+    # one sample at a time, as the trial timed and scored it: the accuracy the front holds
+    assert one == pytest.approx(cfg["figures"]["deployable_accuracy"], abs=1e-6)
+    assert abs(whole - one) <= 1 / len(y) + 1e-6  # another batch size runs, within a sample of it
 
 
 def test_apply_reproduces_the_exported_figures(bundle) -> None:
