@@ -67,15 +67,22 @@ def test_report_is_a_self_contained_plotly_page_marking_the_trial(bundle) -> Non
     assert '<script src="http' not in html  # plotly.js is inlined: opens offline
 
 
-def test_exported_model_loads_without_tradeoff_and_scores_like_the_trial(bundle, tmp_path) -> None:
+def _save_reported_val(cfg: dict, folder) -> torch.Tensor:
+    """Write the validation samples the trial's accuracy was reported on to ``folder / "val.pt"``, for a fresh
+    interpreter to load; return their labels. The selection slice (``skipped_first``) is not among them."""
     from tests.studies.user_task import make_task
 
     task = make_task()
-    cfg = json.loads((bundle / "config.json").read_text())
-    skip = cfg["provenance"]["accuracy"].get("skipped_first", 0)  # the selection slice, not in the reported figure
+    skip = cfg["provenance"]["accuracy"].get("skipped_first", 0)
     x, y = torch.cat([b[0] for b in task.val])[skip:], torch.cat([b[1] for b in task.val])[skip:]
+    torch.save({"x": x, "y": y}, folder / "val.pt")
+    return y
+
+
+def test_exported_model_loads_without_tradeoff_and_scores_like_the_trial(bundle, tmp_path) -> None:
+    cfg = json.loads((bundle / "config.json").read_text())
+    y = _save_reported_val(cfg, tmp_path)
     assert len(y) == cfg["provenance"]["accuracy"]["samples"]
-    torch.save({"x": x, "y": y}, tmp_path / "val.pt")
     code = (
         "import sys, torch\n"
         f"m = torch.export.load({str(bundle / 'scored_model.pt2')!r}).module()\n"
@@ -97,15 +104,10 @@ def test_packed_weights_are_the_size_the_trial_counted(bundle) -> None:
 
 
 def test_the_timed_program_loads_without_tradeoff_runs_any_batch_and_scores_like_the_trial(bundle, tmp_path) -> None:
-    from tests.studies.user_task import make_task
-
     cfg = json.loads((bundle / "config.json").read_text())
     if not (bundle / "deployable.pt2").exists():
         pytest.skip(f"timed on {cfg['provenance']['latency_ms']['deployable_backend']}: no exportable program")
-    task = make_task()
-    skip = cfg["provenance"]["accuracy"].get("skipped_first", 0)
-    x, y = torch.cat([b[0] for b in task.val])[skip:], torch.cat([b[1] for b in task.val])[skip:]
-    torch.save({"x": x, "y": y}, tmp_path / "val.pt")
+    y = _save_reported_val(cfg, tmp_path)
     code = (
         "import sys, json, torch\n"
         "import torch._inductor.config as inductor_config\n"
@@ -150,18 +152,13 @@ def fx_bundle(tmp_path_factory):
 def test_an_fx_program_is_exported_as_torchscript_that_runs_any_batch_and_scores_like_the_trial(
     fx_bundle, tmp_path
 ) -> None:
-    from tests.studies.user_task import make_task
-
     cfg = load_config(fx_bundle / "config.json")
     assert cfg["provenance"]["latency_ms"]["deployable_backend"] == "fx" and cfg["deployable_form"] == "int8"
     assert cfg["files"]["deployable_torchscript"] == "deployable.ts" and "deployable" not in cfg["files"]
     assert not (fx_bundle / "deployable.pt2").exists()
     readme = (fx_bundle / "README.md").read_text()
     assert "| `deployable.ts` | the program that was timed" in readme and 'torch.jit.load("deployable.ts")' in readme
-    task = make_task()
-    skip = cfg["provenance"]["accuracy"].get("skipped_first", 0)
-    x, y = torch.cat([b[0] for b in task.val])[skip:], torch.cat([b[1] for b in task.val])[skip:]
-    torch.save({"x": x, "y": y}, tmp_path / "val.pt")
+    y = _save_reported_val(cfg, tmp_path)
     code = (
         "import sys, json, torch\n"
         f"m = torch.jit.load({str(fx_bundle / 'deployable.ts')!r})\n"
@@ -222,8 +219,6 @@ def onnx_bundle(study, bundle, tmp_path_factory):
 
 
 def test_onnx_export_is_verified_in_onnx_runtime_and_timed_beside_torch(onnx_bundle, tmp_path) -> None:
-    from tests.studies.user_task import make_task
-
     cfg = json.loads((onnx_bundle / "config.json").read_text())
     onnx = cfg["onnx"]
     assert (onnx_bundle / "deployable.onnx").exists() and cfg["files"]["onnx"] == "deployable.onnx"
@@ -233,10 +228,7 @@ def test_onnx_export_is_verified_in_onnx_runtime_and_timed_beside_torch(onnx_bun
     readme = (onnx_bundle / "README.md").read_text()
     assert "`deployable.onnx`" in readme and f"**{onnx['faster']} is faster here**" in readme
     # in a fresh interpreter with ONNX Runtime only: the file loads, runs the validation set, scores as stored
-    task = make_task()
-    skip = cfg["provenance"]["accuracy"].get("skipped_first", 0)
-    x, y = torch.cat([b[0] for b in task.val])[skip:], torch.cat([b[1] for b in task.val])[skip:]
-    torch.save({"x": x, "y": y}, tmp_path / "val.pt")
+    _save_reported_val(cfg, tmp_path)
     code = (
         "import sys, torch, onnxruntime as ort\n"
         f"s = ort.InferenceSession({str(onnx_bundle / 'deployable.onnx')!r}, providers=['CPUExecutionProvider'])\n"
