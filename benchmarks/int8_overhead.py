@@ -1,8 +1,9 @@
 """Where an int8 forward pass spends its time at batch 1: oneDNN's kernels against everything around them.
 
-Usage:  python benchmarks/int8_overhead.py [--width 64] [--ratios 0 0.4 0.6] [--blocks 4]
+Usage:  python benchmarks/int8_overhead.py [--model fashion|digits] [--width 64] [--ratios 0 0.4 0.6] [--blocks 4]
 
-For each pruning ratio, the fashion-mnist network (``FashionResNet``, random weights, seed 0) is pruned
+For each pruning ratio, the fashion-mnist network (``FashionResNet``, random weights, seed 0; or with
+``--model digits`` the built-in digits task's trained teacher, at its 8x8 input) is pruned
 with ``PruningConfig(ratio=...)`` (channels removed), every conv/linear layer is made int8 by
 ``build_int8`` (inductor, as trials do), and the result is timed at batch 1 and one thread against the
 fp32 eager teacher, in ABBA order with ``torch.utils.benchmark`` (measured). The same int8 program is
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import statistics
 import tempfile
@@ -34,6 +36,7 @@ from tradeoff.spaces._base import ApplyContext
 from tradeoff.spaces.cpu import has_vnni
 from tradeoff.spaces.int8 import build_int8
 from tradeoff.spaces.pruning import PruningConfig
+from tradeoff.studies import load_task
 from tradeoff.studies.architectures import FashionResNet
 
 
@@ -59,15 +62,23 @@ def kernel_ms(model: nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["fashion", "digits"], default="fashion", help="which network to time")
     parser.add_argument("--width", type=int, default=64, help="FashionResNet width (64: the fashion-mnist teacher)")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.0, 0.4, 0.6], help="pruning ratios to build")
     parser.add_argument("--blocks", type=int, default=4, help="timed blocks per model, ABBA (4: 2 of each order)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # batch-1 latency is measured at one thread everywhere in tradeoff
     torch.manual_seed(0)
-    teacher = FashionResNet(width=args.width).eval()
-    example = (torch.randn(1, 1, 28, 28),)
-    calibration = [(torch.randn(1, 1, 28, 28),) for _ in range(8)]
+    if args.model == "digits":
+        task = load_task("digits")  # its teacher trains in ~10 s on first use, then comes from the cache
+        teacher = task.model.eval()
+        example = tuple(x[:1] for x in task.example_inputs)
+        calibration = [(batch[0][:8],) for batch in itertools.islice(task.train, 8)]
+    else:
+        teacher = FashionResNet(width=args.width).eval()
+        example = (torch.randn(1, 1, 28, 28),)
+        calibration = [(torch.randn(1, 1, 28, 28),) for _ in range(8)]
+    print(f"model: {type(teacher).__name__}, input {tuple(example[0].shape)}")
     print(f"CPU has VNNI: {has_vnni()}")
     models: dict[str, nn.Module] = {"fp32": teacher}
     for ratio in args.ratios:
