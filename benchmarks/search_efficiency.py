@@ -115,6 +115,7 @@ from tradeoff.objectives import (
 )
 from tradeoff.objectives.accuracy import evaluate
 from tradeoff.search import Runner, samplers, warm_start_params
+from tradeoff.search.backend_choice import choose_backend, needs_choice
 from tradeoff.spaces import (
     ApplyContext,
     Deployable,
@@ -127,6 +128,7 @@ from tradeoff.spaces import (
     distillation_loss,
     reset_auto_backend,
 )
+from tradeoff.spaces.quantization import CALIBRATION_BATCHES
 from tradeoff.studies import Spec, SpecError, Task, demo_spec, load_task, parse_spec, shared_inputs
 
 METHODS = (
@@ -315,6 +317,7 @@ class UserEnv:
     space: RecipeSpace
     objectives: list[Objective]
     constraints: Constraints
+    backend: str  # the int8 builder: under "auto", timed on the teacher as tradeoff's runner does (same programs)
 
 
 def _args(inputs: Any) -> tuple[Any, ...]:
@@ -324,6 +327,12 @@ def _args(inputs: Any) -> tuple[Any, ...]:
 def user_setup(spec: Spec) -> UserEnv:
     task = load_task(spec.task.name, spec.task.kwargs)
     shared = shared_inputs(task, spec.target.batch_size)  # example inputs, materialised batches (logits unused)
+    backend = spec.target.backend
+    if needs_choice(backend, spec.target.device, tuple(spec.space.quantization.activation_bits)):
+        # the same evaluation as tradeoff's: its runner builds every int8 program with the faster builder
+        calibration = [_args(inputs) for inputs, _ in list(shared.train)[:CALIBRATION_BATCHES]]
+        choice = choose_backend(task.model, shared.example_inputs, calibration, threads=spec.target.threads)
+        backend = choice.backend if choice is not None else backend
     return UserEnv(
         spec=spec,
         task=task,
@@ -334,6 +343,7 @@ def user_setup(spec: Spec) -> UserEnv:
         space=spec.recipe_space(task.model).resolved(USER_LR),
         objectives=default_objectives(complexity=spec.objectives.complexity, energy_source=spec.target.energy),
         constraints=spec.constraints_(),
+        backend=backend,
     )
 
 
@@ -363,7 +373,7 @@ def user_compress(env: UserEnv, recipe: Recipe, seed: int) -> tuple[nn.Module, D
     """Prune, attach fake-quant, distil, bake and build the deployable form of a copy of the teacher."""
     torch.manual_seed(seed)
     target = env.spec.target
-    ctx = ApplyContext(env.example_inputs, train=env.train, seed=seed, threads=target.threads, backend=target.backend)
+    ctx = ApplyContext(env.example_inputs, train=env.train, seed=seed, threads=target.threads, backend=env.backend)
     student = copy.deepcopy(env.task.model)
     student = recipe.pruning.apply_(student, ctx)
     student = recipe.quantization.apply_(student, ctx)

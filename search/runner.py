@@ -252,10 +252,8 @@ class Runner:
         lock = StudyLock(self.storage_url, self.spec.study.name, reconnect_s=self.spec.study.reconnect_s)
         with lock:  # one host derives the rate and measures the baseline; the others wait and read them
             self._fail_stale(study)
-            env = env.with_lr(self.spec, study.user_attrs.get(record.STUDY_LR))  # lr = "auto": once per study
+            env = env.for_study(self.spec, study)  # lr and backend "auto": derived once per study, stored on it
             if env.lr is not None:
-                if record.STUDY_LR not in study.user_attrs:
-                    study.set_user_attr(record.STUDY_LR, env.lr.as_json())
                 space = space.resolved(env.lr.lr)
             try:
                 env = with_baseline(env, TrialRecord.read(baseline_trial(study), env.names))

@@ -11,11 +11,15 @@ from typing import Any
 
 import torch
 
+import optuna
+
 from tradeoff.objectives import Constraints, Objective, default_objectives
-from tradeoff.spaces import AUTO, LR_AUTO, LrFinding, cache_teacher_outputs, find_lr
-from tradeoff.studies import Task, TrialRecord, check_target_fits, shared_inputs
+from tradeoff.spaces import AUTO, LR_AUTO, LrFinding, as_args, cache_teacher_outputs, find_lr
+from tradeoff.spaces.quantization import CALIBRATION_BATCHES
+from tradeoff.studies import Task, TrialRecord, check_target_fits, record, shared_inputs
 from tradeoff.studies.spec import Spec
 
+from .backend_choice import BackendChoice, choose_backend, needs_choice
 from .finetune import KeepBetter
 
 __all__ = ["TrialEnv", "with_baseline"]
@@ -37,7 +41,8 @@ class TrialEnv:
     threads: int
     device: str
     objectives: list[Objective]
-    backend: str = "auto"  # how int8 executes (spec target.backend)
+    backend: str = "auto"  # how int8 executes (spec target.backend; under "auto", the study's timed choice)
+    backend_choice: BackendChoice | None = None  # what "auto" chose for the study, and why
     rung_val: list[Any] = field(default_factory=list)  # fixed validation subset scored at fidelity rungs
     baseline: dict[str, float] | None = None
     val: Any = None  # what the reported accuracy is scored on (None: the task's whole validation set)
@@ -94,6 +99,33 @@ class TrialEnv:
                 self.task.model, self.train, self.teacher_logits, batchnorm=near_mode, seed=spec.study.seed or 0
             )
         return replace(self, lr=found)
+
+
+    def with_backend(self, spec: Spec, stored: dict[str, Any] | None = None) -> TrialEnv:
+        """This env with the study's int8 builder chosen (``[target] backend = "auto"``): the one ``stored`` on the
+        study when it has one, else the faster of the two on the teacher (:func:`.backend_choice.choose_backend`)."""
+        if not needs_choice(spec.target.backend, spec.target.device, tuple(spec.space.quantization.activation_bits)):
+            return self
+        if stored is not None:
+            choice: BackendChoice | None = BackendChoice.from_json(stored)
+        else:
+            calibration = [as_args(inputs) for inputs, _ in self.train[:CALIBRATION_BATCHES]]
+            choice = choose_backend(self.task.model, as_args(self.example_inputs), calibration, threads=self.threads)
+        return self if choice is None else replace(self, backend=choice.backend, backend_choice=choice)
+
+    def for_study(self, spec: Spec, study: optuna.Study) -> TrialEnv:
+        """This env with what ``"auto"`` settings derive once per study: the fine-tuning rate and the int8 builder.
+
+        What the study stores is read; what it lacks is derived and stored, so that every worker and a
+        resumed run use the same. Call it under the study lock (one host derives, the others read).
+        """
+        env = self.with_lr(spec, study.user_attrs.get(record.STUDY_LR))
+        if env.lr is not None and record.STUDY_LR not in study.user_attrs:
+            study.set_user_attr(record.STUDY_LR, env.lr.as_json())
+        env = env.with_backend(spec, study.user_attrs.get(record.STUDY_BACKEND))
+        if env.backend_choice is not None and record.STUDY_BACKEND not in study.user_attrs:
+            study.set_user_attr(record.STUDY_BACKEND, env.backend_choice.as_json())
+        return env
 
 
 def with_baseline(env: TrialEnv, record: TrialRecord) -> TrialEnv:

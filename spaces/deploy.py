@@ -25,7 +25,8 @@ honesty"):
     running real quantized kernels (``torch.ops.quantized.*``) eagerly; one private function.
   - ``"auto"``: inductor, falling back to fx when inductor is unusable in this process (no C++
     compiler, compile raises, or the first compile blew :data:`~tradeoff.spaces.int8.COMPILE_BUDGET_S`) or cannot take
-    this model.
+    this model. A study under ``auto`` first picks one of the two by timing both on the teacher
+    (:mod:`tradeoff.search.backend_choice`) and builds every trial with that one.
   - ``"eager"``: no int8 at all; the model runs in fp32.
 
 * **bf16 / fp16** for layers whose weights are 16 bits, only where the device has native kernels

@@ -102,6 +102,7 @@ def rebuild(
     task: Task | None = None,
     kept: str = "finetuned",
     deploy: bool = False,  # build the deployable form too (the bundle carries it): compiles, seconds
+    backend: str | None = None,  # the int8 builder the trial used (its deployable_backend); None: the spec's
 ) -> Rebuilt:
     """Re-apply ``recipe`` with ``seed`` to the spec's task (or ``task``) and measure the exact figures.
 
@@ -110,7 +111,8 @@ def rebuild(
     select_on``): fine-tuned on the same batches, accuracy scored on the same validation samples. A
     recipe written before any data was kept apart (distillation config version 1) is re-applied on
     all the training batches and scored on the whole validation set, as it was then. With ``deploy``
-    the deployable form is built as the trial built it and scored too (``deployable_accuracy``).
+    the deployable form is built as the trial built it and scored too (``deployable_accuracy``): with
+    ``backend``, by the builder the trial recorded (under ``auto`` the study chose one by timing both).
     """
     if task is None:
         try:
@@ -133,7 +135,7 @@ def rebuild(
             shared.teacher_logits,
             seed,
             threads=spec.target.threads,
-            backend=spec.target.backend,
+            backend=backend if backend in ("inductor", "fx") else spec.target.backend,
         )
         compressed = compress(parsed, task.model, ctx, deploy=deploy)
         prof = profile(compressed.scored, shared.example_inputs, compressed.weight_bits, compressed.activation_bits)
@@ -169,6 +171,11 @@ def torchscript_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ..
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`torch.jit.trace", DeprecationWarning)  # known: the only way to save it
         return torch.jit.trace(model, inputs)
+
+
+def _backend_of(config: dict[str, Any]) -> str | None:
+    """The int8 builder that built the trial's timed program, as its latency provenance recorded it."""
+    return ((config.get("provenance") or {}).get("latency_ms") or {}).get("deployable_backend")
 
 
 def compare(exported: dict[str, Any], rebuilt: Rebuilt) -> list[dict[str, Any]]:
@@ -312,7 +319,9 @@ def export_bundle(
             if config["recipe"] is None:
                 raise ExportError(f"trial {entry.trial.number} has no recipe stored; it cannot be rebuilt.")
             kept = (config.get("finetune") or {}).get("kept", "finetuned")
-            rebuilt = rebuild(study_spec(study), config["recipe"], config["seed"], kept=kept, deploy=True)
+            rebuilt = rebuild(
+                study_spec(study), config["recipe"], config["seed"], kept=kept, deploy=True, backend=_backend_of(config)
+            )
             config["rebuilt"] = compare(config, rebuilt)
             bad = [r for r in config["rebuilt"] if not r["ok"]]
             if bad:
@@ -364,7 +373,7 @@ def apply_config(config: dict[str, Any], *, task_name: str | None = None) -> tup
         data["task"] = {"name": task_name}
         spec = parse_spec(data, f"--task {task_name}")
     kept = (config.get("finetune") or {}).get("kept", "finetuned")
-    rebuilt = rebuild(spec, config["recipe"], config.get("seed"), kept=kept, deploy=True)
+    rebuilt = rebuild(spec, config["recipe"], config.get("seed"), kept=kept, deploy=True, backend=_backend_of(config))
     rows = compare(config, rebuilt)
     want = (config.get("figures") or {}).get("latency_ratio")
     if want is not None:  # the rebuilt program timed side by side with the teacher, as the trial timed it

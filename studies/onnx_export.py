@@ -90,8 +90,8 @@ def write_onnx(program: nn.Module | None, example_inputs: tuple[torch.Tensor, ..
     if program is None:
         raise OnnxError(
             f"the deployable form ({form}) ran on the fx int8 backend, whose eager quantized modules have no "
-            "exportable program; set [target] backend = 'inductor' (or 'auto' where a C++ compiler exists) and "
-            "run the trial again."
+            "exportable program (under [target] backend = 'auto' the study timed fx as the faster builder here); "
+            "for ONNX set [target] backend = 'inductor' and run the search again, or ship deployable.ts."
         )
     inputs = tuple(x.repeat(2, *([1] * (x.dim() - 1))) if x.shape[0] == 1 else x for x in example_inputs)
     try:

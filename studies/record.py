@@ -86,6 +86,7 @@ STUDY_TASK = "task"
 STUDY_SAMPLER = "sampler"  # {"name", "reason"}: the sampler the study runs with (what "auto" chose, and why)
 
 STUDY_LR = "lr"  # {"lr", "divergence_lr", "rule", "curve"}: the fine-tuning rate derived for lr = "auto" (find_lr)
+STUDY_BACKEND = "backend"  # {"backend", "reason", "ms"}: the int8 builder "auto" timed faster (search/backend_choice)
 
 STUDY_TARGET = "target"  # target_fingerprint(): the kind of machine every trial of the study is measured on
 STUDY_BUDGET = "budget"  # trials in the study, baseline included, across every host (launch/worker --trials set it)
@@ -99,6 +100,7 @@ STUDY_KEYS = (
     STUDY_TASK,
     STUDY_SAMPLER,
     STUDY_LR,
+    STUDY_BACKEND,
     STUDY_TARGET,
     STUDY_BUDGET,
     STUDY_TEACHER,

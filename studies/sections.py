@@ -94,7 +94,8 @@ class TargetSection(_Strict):
     batch_size: int = Field(default=1, ge=1)  # latency and energy are per forward pass of this batch
     energy: Literal[ENERGY_SOURCES] = "auto"  # type: ignore[valid-type]  # a counter where there is one
     # how int8 executes: inductor (PT2E + torch.compile), fx (torch.ao, no compiler), eager (no int8);
-    # auto: inductor, falling back to fx where compiling fails or is too slow
+    # auto: once per study the faster of inductor and fx, timed on the teacher (search/backend_choice.py);
+    # where neither builds the teacher, inductor falling back to fx per trial
     backend: Literal[BACKENDS] = "auto"  # type: ignore[valid-type]
 
     @model_validator(mode="after")

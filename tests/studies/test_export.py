@@ -17,6 +17,8 @@ SPEC = {
     "study": {"name": "bundle", "n_trials": 3, "seed": 0},
     "task": {"name": "tests.studies.user_task:make_task"},
     "space": {"distillation": {"steps": 10}, "quantization": {"weight_bits": [4, 8], "activation_bits": [8]}},
+    # the inductor program (deployable.pt2, ONNX); under "auto" this host's timing may choose fx (fx_bundle below)
+    "target": {"backend": "inductor"},
 }
 
 
