@@ -99,6 +99,7 @@ def main() -> None:
         front = [_row(e.trial, base) for e in ranked_front(study)]
         knee = _row(pick(study, "knee").trial, base)
         hv = study_hypervolume(study)
+        backend_choice = study.user_attrs.get(record.STUDY_BACKEND)  # what backend "auto" timed and kept
 
     meets = [r for r in front if r["drop_points"] <= 100 * MAX_DROP and r["smaller"] >= 4 and (r["faster"] or 0) >= 2]
     knee_met = (
@@ -119,6 +120,7 @@ def main() -> None:
         "search_s": round(search_s, 1),
         "trials": args.trials,
         "backend": args.backend,
+        "backend_choice": backend_choice,
         "hypervolume": round(hv, 4),
         "knee": knee,
         "front": front,
