@@ -281,6 +281,9 @@ def print_summary(data: dict[str, Any]) -> None:
     if chosen and chosen["name"] != sampler:
         sampler = f"{sampler} -> {chosen['name']} ({chosen['reason']})"
     out.print(f"[bold]{data['study']}[/] · task {data['task']} · sampler {sampler} · seed {data['seed']}")
+    if data.get("int8_backend"):
+        chosen_backend = data["int8_backend"]
+        out.print(f"int8 programs built by {chosen_backend['backend']}: {chosen_backend['reason']}", highlight=False)
     out.print(
         f"trials: {counts['complete']} complete ({counts['screened']} screened before fine-tuning, "
         f"{counts['duplicate']} reusing a duplicate), {counts['stopped']} stopped at a rung, "

@@ -149,6 +149,7 @@ def study_summary(s: optuna.Study, weights: str | None) -> tuple[dict[str, Any],
         "constraints": {k: v for k, v in spec.constraints.model_dump().items() if v is not None},
         "sampler": spec.study.sampler,
         "sampler_chosen": s.user_attrs.get(record.STUDY_SAMPLER),
+        "int8_backend": s.user_attrs.get(record.STUDY_BACKEND),  # what backend "auto" timed and kept, and why
         "seed": spec.study.seed,
         "budget": s.user_attrs.get(record.STUDY_BUDGET, spec.study.n_trials),  # across hosts, as last set
         "trials": n,

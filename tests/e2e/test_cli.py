@@ -119,7 +119,10 @@ def test_read_commands_through_typers_runner(demo_dir: Path, monkeypatch) -> Non
     data = json.loads(shown.stdout)
     assert data["trials"]["complete"] == 6 and data["knee"]["trial"] >= 0 and data["objectives"][1] == "size_bytes"
     assert data["feasible"] is True and data["least_violating"] == []
-    assert runner.invoke(app, ["show", "digits-demo"]).exit_code == 0
+    chosen = data["int8_backend"]  # the demo's space has int8 activations: backend "auto" timed both builders
+    assert chosen["backend"] in ("inductor", "fx") and set(chosen["ms"]) == {"inductor", "fx"}
+    summary = runner.invoke(app, ["show", "digits-demo"], env={"COLUMNS": "300"})
+    assert summary.exit_code == 0 and f"int8 programs built by {chosen['backend']}: the teacher" in summary.stdout
     assert "digits-demo" in runner.invoke(app, ["ls"]).stdout
     bad = runner.invoke(app, ["pareto", "digits-demo", "--weights", "speed=1"])
     assert bad.exit_code == 2 and "NAME one of accuracy, size_bytes" in bad.output
