@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import torch
-
 import optuna
+import torch
 
 from tradeoff.objectives import Constraints, Objective, default_objectives
 from tradeoff.spaces import AUTO, LR_AUTO, LrFinding, as_args, cache_teacher_outputs, find_lr
@@ -99,7 +98,6 @@ class TrialEnv:
                 self.task.model, self.train, self.teacher_logits, batchnorm=near_mode, seed=spec.study.seed or 0
             )
         return replace(self, lr=found)
-
 
     def with_backend(self, spec: Spec, stored: dict[str, Any] | None = None) -> TrialEnv:
         """This env with the study's int8 builder chosen (``[target] backend = "auto"``): the one ``stored`` on the

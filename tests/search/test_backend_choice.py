@@ -8,8 +8,7 @@ import optuna
 import pytest
 import torch
 
-import tradeoff.search.backend_choice as backend_choice
-from tradeoff.search import Runner
+from tradeoff.search import Runner, backend_choice
 from tradeoff.search.backend_choice import BackendChoice, choose_backend
 from tradeoff.spaces import DeployError
 from tradeoff.studies import parse_spec, record
