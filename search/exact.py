@@ -199,6 +199,9 @@ class ExactSampler(optuna.samplers.BaseSampler):
             return {}
         params = self._choose(study, trial)
         self.decided["model" if params else "fallback"] += 1
+        if self._context is not None:  # a tradeoff study: say on the trial who chose its config
+            who = "model" if params else "tpe"
+            study._storage.set_trial_user_attr(trial._trial_id, record.SUGGESTED_BY, who)
         if params:
             return params
         return self.fallback.sample_relative(study, trial, self.fallback.infer_relative_search_space(study, trial))

@@ -71,7 +71,7 @@ class DuplicateReuse:
         a = record.attrs(t)
         original = a.get(record.DUPLICATE_OF, t.number)
         for key, value in a.items():
-            if key not in (record.HYPERVOLUME, record.WORKER):
+            if key not in (record.HYPERVOLUME, record.WORKER, record.SUGGESTED_BY):  # this trial's own
                 trial.set_user_attr(key, value)
         trial.set_user_attr(record.DUPLICATE_OF, original)
         for name, value in t.constraints.items():

@@ -44,6 +44,7 @@ FINETUNE = "finetune"  # how fine-tuning went: rate and rule, loss, zero-shot fi
 WORKER = "worker"  # "host:pid" of the worker process that ran the trial ([search] workers, tradeoff worker)
 FAIL_REASON = "fail_reason"  # why a FAILED trial failed, as one of FAIL_REASONS (ERROR has the message)
 RETRY_OF = "retry_of"  # number of the trial whose config this one runs again (that trial's worker died)
+SUGGESTED_BY = "suggested_by"  # sampler "exact" only: "model" (its own pick) or "tpe" (its fallback chose)
 
 TRIAL_KEYS = (
     ROLE,
@@ -66,6 +67,7 @@ TRIAL_KEYS = (
     FAIL_REASON,
     WORKER,
     RETRY_OF,
+    SUGGESTED_BY,
 )
 OPTIONAL_TRIAL_KEYS = (
     RUNG_POINT,
@@ -74,6 +76,7 @@ OPTIONAL_TRIAL_KEYS = (
     ERROR,
     FAIL_REASON,
     RETRY_OF,
+    SUGGESTED_BY,
 )  # set only when they apply; every other key is always set
 
 # ----- study user attributes

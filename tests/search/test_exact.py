@@ -38,8 +38,13 @@ def test_the_model_decides_once_enough_trials_have_completed(exact_study: optuna
     assert isinstance(sampler, ExactSampler)
     assert sampler.decided["fallback"] >= MIN_TRIALS  # TPE until MIN_TRIALS trials have completed
     assert sampler.decided["model"] >= 1
-    later = sorted(_done(exact_study), key=lambda t: t.number)[MIN_TRIALS:]
-    for t in later:  # the model's picks lie on its ratio grid (TPE's almost never do)
+    done = sorted(_done(exact_study), key=lambda t: t.number)
+    assert {t.user_attrs[record.SUGGESTED_BY] for t in done[:MIN_TRIALS]} == {"tpe"}  # too few to fit on
+    # later trials are the model's, except where no candidate added any hypervolume (then TPE chose)
+    asked = [t for t in exact_study.get_trials() if not record.is_baseline(t)]  # stopped and failed ones too
+    picks = [t for t in asked if t.user_attrs[record.SUGGESTED_BY] == "model"]
+    assert len(picks) == sampler.decided["model"]
+    for t in picks:  # the model's picks lie on its ratio grid (TPE's almost never do)
         ratio = t.params["pruning.ratio"]
         assert abs(ratio / RATIO_GRID - round(ratio / RATIO_GRID)) < 1e-6, ratio
 
