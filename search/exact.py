@@ -23,7 +23,8 @@ computes it, and spends the trials on what only a trial can tell:
   whose exact figures already break a size or energy limit are skipped (a trial would be screened).
 
 Before :data:`MIN_TRIALS` completed trials, when no candidate adds anything, or in a study that tradeoff
-did not create (no stored spec), the multivariate TPE that ``auto`` builds decides instead.
+did not create (no stored spec), the multivariate TPE that ``auto`` builds decides instead. Each trial's
+``suggested_by`` attribute says which chose its config (``"model"`` or ``"tpe"``).
 
 The task is loaded from the study's stored spec the first time the model decides (in each worker
 process), since the sampler is built before the task.
