@@ -5,10 +5,14 @@ Usage:  python benchmarks/int8_overhead.py [--model fashion|digits] [--width 64]
 For each pruning ratio, the fashion-mnist network (``FashionResNet``, random weights, seed 0; or with
 ``--model digits`` the built-in digits task's trained teacher, at its 8x8 input) is pruned
 with ``PruningConfig(ratio=...)`` (channels removed), every conv/linear layer is made int8 by
-``build_int8`` (inductor, as trials do), and the result is timed at batch 1 and one thread against the
+``build_int8`` (inductor), and the result is timed at batch 1 and one thread against the
 fp32 eager teacher, in ABBA order with ``torch.utils.benchmark`` (measured). The same int8 program is
 also built with inductor's C++ wrapper (``torch._inductor.config.cpp_wrapper``), which tradeoff does not
-use, to show how much of the time is the Python wrapper and what that wrapper's compile time costs.
+use, to show how much of the time is the Python wrapper and what that wrapper's compile time costs;
+with the fx builder (its program frozen as TorchScript, as trials run it); and with the fx builder
+left eager (``fx eager``: Python calling each quantized op, as fx programs ran before).
+The teacher is also timed frozen as TorchScript (``fp32 ts``), which is not what a study's baseline
+is, to show how much of an int8 program's speed-up is the interpreter rather than int8.
 
 Then oneDNN's own verbose log (``torch.backends.mkldnn.verbose``) gives the execution time of each
 primitive of one forward pass. Their sum is the time the int8 kernels themselves take; the rest of the
@@ -33,6 +37,7 @@ from torch import nn
 from torch.utils import benchmark
 
 from tradeoff.spaces._base import ApplyContext
+from tradeoff.spaces._int8_fx import fx_int8
 from tradeoff.spaces.cpu import has_vnni
 from tradeoff.spaces.int8 import build_int8
 from tradeoff.spaces.pruning import PruningConfig
@@ -80,7 +85,9 @@ def main() -> None:
         calibration = [(torch.randn(1, 1, 28, 28),) for _ in range(8)]
     print(f"model: {type(teacher).__name__}, input {tuple(example[0].shape)}")
     print(f"CPU has VNNI: {has_vnni()}")
-    models: dict[str, nn.Module] = {"fp32": teacher}
+    with torch.no_grad():
+        frozen_teacher = torch.jit.freeze(torch.jit.trace(teacher, example).eval())
+    models: dict[str, nn.Module] = {"fp32": teacher, "fp32 ts": frozen_teacher}
     for ratio in args.ratios:
         pruned = copy.deepcopy(teacher)
         if ratio:
@@ -93,6 +100,9 @@ def main() -> None:
                 name = f"int8 r={ratio:g}{' cpp' if cpp else ''}{' fx' if backend == 'fx' else ''}"
                 models[name] = form.module
                 print(f"{name}: built in {time.perf_counter() - start:.1f} s", flush=True)
+        start = time.perf_counter()  # the fx program as it ran before issue 25: eager, Python calling each op
+        models[f"int8 r={ratio:g} fx eager"] = fx_int8(pruned, list(layers), example, calibration, 1, scripted=False)[0]
+        print(f"int8 r={ratio:g} fx eager: built in {time.perf_counter() - start:.1f} s", flush=True)
     ms: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
         for model in models.values():
@@ -104,14 +114,14 @@ def main() -> None:
                 timer = benchmark.Timer("m(*x)", globals={"m": model, "x": example}, num_threads=1)
                 ms[name].append(timer.blocked_autorange(min_run_time=1.0).median * 1e3)
     fp32 = statistics.median(ms["fp32"])
-    print("model            wall ms  speed-up  oneDNN kernels ms (primitives)  overhead ms  blocks ms")
+    print("model                wall ms  speed-up  oneDNN kernels ms (primitives)  overhead ms  blocks ms")
     for name, model in models.items():
         wall = statistics.median(ms[name])
-        kernels = [kernel_ms(model, example) for _ in range(5)] if name != "fp32" else []
+        kernels = [kernel_ms(model, example) for _ in range(5)] if name.startswith("int8") else []
         k = statistics.median(t for t, _ in kernels) if kernels else float("nan")
         count = kernels[0][1] if kernels else 0
         print(
-            f"{name:16s} {wall:7.3f}  {fp32 / wall:7.2f}x  {k:17.3f} ({count:2d})  {wall - k:18.3f}  "
+            f"{name:20s} {wall:7.3f}  {fp32 / wall:7.2f}x  {k:17.3f} ({count:2d})  {wall - k:18.3f}  "
             f"{[round(v, 3) for v in ms[name]]}"
         )
     print("wall: measured (torch.utils.benchmark, batch 1, one thread); kernels: oneDNN's verbose exec times")

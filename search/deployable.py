@@ -69,6 +69,7 @@ def deployable_key(
         "tensors": tensors,
         "deployable_form": deployed.form,
         "backend": deployed.backend,
+        "runs_as": type(deployed.module).__name__,  # an fx program frozen as TorchScript, or run eagerly
         "low_precision": low,
         "inputs": [[list(x.shape), str(x.dtype)] if isinstance(x, torch.Tensor) else repr(x) for x in example_inputs],
         "threads": threads,

@@ -9,7 +9,7 @@ their integer codes are kept exactly (the weight observer finds the grid the wei
   batch dimension, ``prepare_pt2e`` with ``X86InductorQuantizer``, calibration, ``convert_pt2e``),
   then ``torch.compile`` with inductor's ``freezing`` on (see :class:`_Compiled`).
 * ``"fx"``: ``torch.ao.quantization``'s FX graph mode, deprecated but running real quantized
-  kernels eagerly, with no compiler (:mod:`tradeoff.spaces._int8_fx`).
+  kernels with no C++ compiler, frozen as TorchScript (:mod:`tradeoff.spaces._int8_fx`).
 * ``"auto"``: inductor, falling back to fx for good in this process (:data:`AUTO`) when inductor
   is unusable (compile raises, or the first compile blew :data:`COMPILE_BUDGET_S`), and for this
   model when the inductor path rejects it.
@@ -259,13 +259,14 @@ def build_int8(
         failure = f"inductor unusable in this process ({AUTO.reason})"
 
     try:
-        module, int8 = fx_int8(model, low, example_inputs, batches, threads)
+        module, int8, eager_note = fx_int8(model, low, example_inputs, batches, threads)
     except DeployError as exc:
         if failure is None:
             raise
         raise DeployError(f"{exc}; before that, {failure}") from exc
     if failure is not None:
         notes.append(f"fx fallback: {failure}")
+    notes.append(eager_note or "fx program frozen as TorchScript")
     return _int8_form(module, int8, layers, "fx", notes)
 
 

@@ -156,10 +156,12 @@ def export_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -
 
 
 def torchscript_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
-    """The fx int8 program as TorchScript, traced at :data:`EXPORT_BATCH` (it runs at any batch size).
+    """The fx int8 program as TorchScript (it runs at any batch size).
 
     ``torch.export`` cannot take an fx int8 program: its quantized modules hold packed weights as
-    TorchScript objects. Tracing records the same quantized ops, with the batch size read at run time.
+    TorchScript objects. The fx builder already runs it as frozen TorchScript (the very program
+    the trial timed), which is returned as it is; an fx program that ran eagerly is traced here at
+    :data:`EXPORT_BATCH`, which records the same quantized ops with the batch size read at run time.
 
     Example:
         >>> m = nn.Sequential(nn.Linear(4, 2)).eval()
@@ -167,6 +169,8 @@ def torchscript_program(model: nn.Module, example_inputs: tuple[torch.Tensor, ..
         >>> ts(torch.randn(5, 4)).shape
         torch.Size([5, 2])
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        return model
     inputs = at_batch_size(example_inputs, EXPORT_BATCH)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`torch.jit.trace", DeprecationWarning)  # known: the only way to save it

@@ -26,6 +26,7 @@ from tradeoff.spaces import (
     strip_activation_quant,
     supports_float16,
 )
+from tradeoff.spaces._int8_fx import fx_int8
 
 RMS_TOLERANCE = 0.05  # ||int8 - fp32|| / ||fp32||: 8-bit (7 here) activations measured 0.2-2 %; broken is 30 %+
 TOP1_AGREEMENT = 0.95  # top-1 of int8 vs fp32 on random inputs; measured 98-100 % (near-tied random logits)
@@ -217,19 +218,61 @@ def fx_resnet():
     return fp32, sample, bits, form
 
 
+def packed_weights(program: torch.jit.ScriptModule) -> dict[str, torch.Tensor]:
+    """The int8 weights a frozen fx program executes with, by layer: its packed-parameter constants."""
+    out = {}
+    for node in program.graph.nodes():
+        kind = str(node.output().type()) if node.kind() == "prim::Constant" else ""
+        if "PackedParamsBase" in kind:  # named self.<layer>._packed_params[._packed_params]
+            layer = node.output().debugName().removeprefix("self.").split("._packed_params")[0]
+            unpack = torch.ops.quantized.conv2d_unpack if "Conv2d" in kind else torch.ops.quantized.linear_unpack
+            out[layer] = unpack(node.output().toIValue())[0]
+    return out
+
+
+def ops(program: torch.jit.ScriptModule) -> list[str]:
+    return [node.kind() for node in program.graph.nodes()]
+
+
 def test_fx_backend_runs_quantized_kernels(fx_resnet) -> None:
     fp32, sample, bits, form = fx_resnet
     assert (form.form, form.backend) == ("int8", "fx")
     assert set(form.int8_layers) == set(bits)
-    kinds = {type(m).__module__ for m in form.module.modules()}
-    assert any(k.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")) for k in kinds)
-    assert "torch.ops.quantized." in form.module.code  # quantized adds: real int8 ops, no fake-quant
-    assert "fake_quantize" not in form.module.code
+    assert isinstance(form.module, torch.jit.ScriptModule)  # frozen: TorchScript calls the ops, not Python
+    assert "fx program frozen as TorchScript" in form.note
+    assert not form.module.eval().training  # harnesses read and set the mode, which freezing must keep
+    assert set(packed_weights(form.module)) == set(bits)  # every layer on int8 weights
+    assert all(w.dtype == torch.qint8 for w in packed_weights(form.module).values())
+    assert "quantized::conv2d_relu" in ops(form.module)  # real int8 ops, no fake-quant
+    assert not any("fake_quantize" in op for op in ops(form.module))
     for batch in (1, 4):
         assert form.module(sample(batch, 3)).shape == (batch, 10)
     rms, top1 = agreement(fp32, form, sample(128, 1234))
     assert rms <= RMS_TOLERANCE
     assert top1 >= TOP1_AGREEMENT
+
+
+def test_the_frozen_fx_program_gives_the_eager_programs_outputs_at_any_batch(fx_resnet) -> None:
+    fp32, sample, bits, form = fx_resnet
+    eager, _, note = fx_int8(fp32, sorted(bits), (sample(1, 0),), calibration(sample), 1, scripted=False)
+    assert isinstance(eager, torch.fx.GraphModule) and note is None
+    with torch.no_grad():
+        for batch in (1, 3, 64):  # traced at batch 1; the batch is read at run time
+            x = sample(batch, 7)
+            assert torch.equal(form.module(x), eager(x))
+
+
+def test_an_fx_program_torchscript_cannot_trace_runs_eagerly_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    fp32, sample, bits = baked("mlp")
+
+    def no_trace(*args, **kwargs):
+        raise RuntimeError("unsupported output")
+
+    monkeypatch.setattr(torch.jit, "trace", no_trace)
+    form = deployable_form(fp32, **int8_arguments(bits, sample), backend="fx")
+    assert (form.form, form.backend) == ("int8", "fx")
+    assert isinstance(form.module, torch.fx.GraphModule)
+    assert "fx program runs eagerly: TorchScript could not trace it (RuntimeError: unsupported output)" in form.note
 
 
 def test_4_bit_weights_execute_as_int8_with_their_4_bit_codes() -> None:
@@ -243,8 +286,9 @@ def test_4_bit_weights_execute_as_int8_with_their_4_bit_codes() -> None:
         backend="fx",
     )
     assert form.form == "int8"
-    for name in bits:
-        qweight = form.module.get_submodule(name).weight()
+    weights = packed_weights(form.module)
+    assert set(weights) == set(bits)
+    for name, qweight in weights.items():
         assert qweight.int_repr().abs().max() <= 7  # codes of the 4-bit grid, held in int8
         torch.testing.assert_close(qweight.dequantize(), fp32.get_submodule(name).weight, rtol=1e-5, atol=1e-7)
 
@@ -261,8 +305,8 @@ def test_mixed_bits_keep_the_32_bit_layer_in_fp32_under_fx() -> None:
         backend="fx",
     )
     assert (form.form, form.int8_layers) == ("int8+fp32", ("net.0", "net.2"))
-    assert type(form.module.get_submodule("net.4")) is nn.Linear  # the float layer, untouched
-    assert type(form.module.get_submodule("net.2")).__module__.startswith("torch.ao.nn")
+    assert set(packed_weights(form.module)) == {"net.0", "net.2"}
+    assert ops(form.module).count("aten::linear") == 1  # the float layer, in fp32
 
 
 def test_auto_falls_back_to_fx_when_compile_raises_and_remembers(monkeypatch: pytest.MonkeyPatch) -> None:
