@@ -15,7 +15,8 @@ reported: the fastest front member within 1 point, and whether the CPU has VNNI 
 into int32; without it the int8 activations use 7 bits, see ``tradeoff.spaces.int8``), since the int8
 gain over fp32 differs between CPUs with and without it. The teacher is trained on first use
 (cached); its training time is reported when it trains. ``--backend`` sets the spec's ``[target] backend``
-(how int8 executes; ``auto``, the default, is inductor): a run with another backend is not the default search.
+(how int8 executes; ``auto``, the default, times both builders on the teacher once and keeps the faster):
+a run with another backend is not the default search.
 """
 
 from __future__ import annotations
