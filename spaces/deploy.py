@@ -21,8 +21,9 @@ honesty"):
     ``torch.compile`` with inductor's ``freezing`` on: the converted graph is only q/dq ops around
     fp32 convs until inductor folds them into oneDNN int8 kernels, which needs frozen weights.
     Without compile PT2E gives no speed-up (measured, docs/DESIGN.md).
-  - ``"fx"`` (fallback, no compiler): ``torch.ao.quantization``'s FX graph mode, deprecated but
-    running real quantized kernels (``torch.ops.quantized.*``) eagerly; one private function.
+  - ``"fx"`` (no C++ compiler): ``torch.ao.quantization``'s FX graph mode, deprecated but
+    running real quantized kernels (``torch.ops.quantized.*``), traced to TorchScript and frozen so
+    that TorchScript, not Python, calls each op; one private module.
   - ``"auto"``: inductor, falling back to fx when inductor is unusable in this process (no C++
     compiler, compile raises, or the first compile blew :data:`~tradeoff.spaces.int8.COMPILE_BUDGET_S`) or cannot take
     this model. A study under ``auto`` first picks one of the two by timing both on the teacher
@@ -85,7 +86,7 @@ class Deployable:
         module: Call it like the model (inputs as positional arguments); returns fp32 outputs.
         form: ``"int8"``, ``"int8+fp32"``, ``"bf16"``, ``"fp16"``, ``"bf16+fp32"``,
             ``"fp16+fp32"`` or ``"fp32"``: the arithmetic the conv/linear layers run in.
-        backend: What runs it: ``"inductor"`` (torch.compile), ``"fx"`` (eager quantized kernels)
+        backend: What runs it: ``"inductor"`` (torch.compile), ``"fx"`` (quantized kernels, frozen TorchScript)
             or ``"eager"`` (plain PyTorch).
         seconds: Time to build it, compile and warm-up included.
         note: Why this form, and anything that differs from the chosen widths.

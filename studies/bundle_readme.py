@@ -59,7 +59,7 @@ def bundle_readme(config: dict[str, Any]) -> str:
     if "deployable_torchscript" in files:
         lines.append(
             f"| `{files['deployable_torchscript']}` | the program that was timed (`deployable_form` {form}, run by "
-            f"{backend}), traced to TorchScript: the same quantized ops, run by TorchScript's interpreter | latency, "
+            f"{backend}), as the TorchScript it ran as: quantized ops run by TorchScript's interpreter | latency, "
             "energy"
             + (
                 f"; accuracy {f['deployable_accuracy']:.4f} (the front's)"

@@ -13,9 +13,9 @@ failure never leaves half a bundle):
   ``torch.compile(..., dynamic=False)`` under inductor's ``freezing`` turns it into the int8
   kernels that were timed), for 16 bits the cast model, for fp32 the model;
 * ``deployable.ts`` instead, for the fx int8 backend, whose eager quantized modules ``torch.export``
-  cannot take (their packed weights are TorchScript objects): the timed program traced to TorchScript
-  (:data:`TORCHSCRIPT_FILE`), the same quantized ops run by TorchScript's interpreter, which plain torch
-  loads at any batch size (``torch.jit.load("deployable.ts")``);
+  cannot take (their packed weights are TorchScript objects): the timed program itself, which the fx
+  builder runs as frozen TorchScript (:data:`TORCHSCRIPT_FILE`), and which plain torch loads at any
+  batch size (``torch.jit.load("deployable.ts")``);
 * ``scored_model.pt2``: the simulation the accuracy search scored (weights on their quantized grid,
   activations fake-quantized, computed in fp32), the same way;
 * ``state_dict.pt``: its plain state dict; ``packed_weights.pt``: the weights packed at their
