@@ -8,6 +8,7 @@ Each ``[search]`` setting of a spec has one home: ``screen`` in :func:`evaluate_
 
 from __future__ import annotations
 
+from .backend_choice import BackendChoice, choose_backend
 from .events import TrialEvent
 from .reuse import DuplicateReuse, LatencyReuse, Reused
 from .rungs import AccuracyOutOfReach, DominatedAtRung, RungStopping
@@ -21,6 +22,7 @@ from .workers import resolve_workers
 __all__ = [
     "SAMPLERS",
     "AccuracyOutOfReach",
+    "BackendChoice",
     "DominatedAtRung",
     "DuplicateReuse",
     "LatencyReuse",
@@ -32,6 +34,7 @@ __all__ = [
     "TrialEnv",
     "TrialEvent",
     "WarmStarts",
+    "choose_backend",
     "choose_sampler",
     "deployable_key",
     "evaluate_recipe",
