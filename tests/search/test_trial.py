@@ -119,6 +119,11 @@ def test_the_executable_key_follows_what_runs_and_nothing_else() -> None:
     assert key(a, "int8+fp32", {"0": 8}, 8, "inductor") != key(a, "int8+fp32", {"2": 8}, 8, "inductor")
     assert key(a, "int8", {"0": 8, "2": 8}, 8, "inductor") != key(a, "int8", {"0": 8, "2": 8}, 8, "fx")
     assert key(a) != key(a, inputs=(torch.randn(4, 4),))  # another batch size
+    frozen = torch.jit.freeze(torch.jit.trace(a, x))  # an fx program frozen as TorchScript, or left eager
+    as_script = Deployable(frozen, "int8", "fx", 0.0, "")
+    assert deployable_key(a, as_script, {"0": 8, "2": 8}, 8, x, threads=1, device="cpu") != key(
+        a, "int8", {"0": 8, "2": 8}, 8, "fx"
+    )
 
 
 def test_every_candidate_records_its_accuracy_before_fine_tuning(env: TrialEnv) -> None:
