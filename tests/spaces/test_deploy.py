@@ -275,6 +275,26 @@ def test_an_fx_program_torchscript_cannot_trace_runs_eagerly_and_says_so(monkeyp
     assert "fx program runs eagerly: TorchScript could not trace it (RuntimeError: unsupported output)" in form.note
 
 
+def test_the_fx_program_is_built_at_the_threads_it_will_be_timed_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Traced and frozen in a 2-thread process, a program timed at one thread ran 2.5x slower (issue 25)."""
+    from tradeoff.spaces import _int8_fx
+    from tradeoff.spaces._base import torch_threads
+
+    fp32, sample, bits = baked("mlp")
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    real = _int8_fx.script
+    monkeypatch.setattr(_int8_fx, "script", spy)
+    with torch_threads(2):  # the process's own count, as in a script that sets none
+        form = deployable_form(fp32, **int8_arguments(bits, sample), backend="fx", threads=1)
+        assert torch.get_num_threads() == 2  # restored after the build
+    assert seen == [1] and isinstance(form.module, torch.jit.ScriptModule)
+
+
 def test_4_bit_weights_execute_as_int8_with_their_4_bit_codes() -> None:
     fp32, sample, bits = baked("mlp", weight_bits=4)
     form = deployable_form(
