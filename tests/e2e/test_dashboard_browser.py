@@ -132,11 +132,20 @@ def test_a_person_can_read_reweight_inspect_and_export_a_study(served, browser) 
     )
     assert points >= 4  # baseline and three candidates, plus the best and knee marks
     plot = "document.querySelector('#front .js-plotly-plot')"
-    browser.execute_script(f"Plotly.restyle({plot}, {{visible: false}});")
-    time.sleep(0.5)
+
+    def restyle(visible: str) -> None:
+        """Plotly's promise resolves once it has redrawn; two animation frames later WebGL has painted too
+        (a fixed half-second sleep once took the "hidden" shot before the frame changed, and CI failed)."""
+        browser.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            f"Plotly.restyle({plot}, {{visible: {visible}}})"
+            ".then(() => requestAnimationFrame(() => requestAnimationFrame(() => done(true))));"
+        )
+
+    restyle("false")
     hidden = graph.screenshot_as_png
-    browser.execute_script(f"Plotly.restyle({plot}, {{visible: true}});")
-    # WebGL draws a frame later than the DOM updates: wait for it, a few seconds at most
+    restyle("true")
+    # should a frame still lag, wait for it, a few seconds at most
     shown = wait_for(lambda: (png := graph.screenshot_as_png) != hidden and png, timeout=10)
     assert len(shown) > len(hidden)  # markers and the front line add detail to the PNG
 
