@@ -23,6 +23,12 @@ the demo spec's space (``studies/demo.toml``):
                     (``n_startup_trials = 10 + 1 + warm starts``): Optuna counts enqueued trials as start-up
                     trials, so by default they replace six of its ten random ones; a candidate design
                     (issue 25: at 120 trials the single-worker search falls behind the TPE loop);
+  tradeoff-1w-cover tradeoff-1w whose warm starts also cover every (weight, activation) width pair the auto
+                    list leaves out, one config each at the pruning range's midpoint (:func:`covering_warm_starts`):
+                    a candidate design (issue 25: on digits with the frozen fx program, four of five single-worker
+                    runs never tried ``w4a8``, the pair that holds the small end of the front, and stalled);
+                    on the demo space that is 9 warm starts, which with the baseline fill all 10 of TPE's
+                    start-up trials (none left random);
   tradeoff-1w-exact tradeoff-1w with sampler ``exact`` (``search/exact.py``): size and modelled energy computed
                     exactly for each candidate before training, latency interpolated from measured trials of the
                     same widths, accuracy from a Gaussian process at its upper bound, the candidate adding the most
@@ -115,6 +121,7 @@ from tradeoff.objectives import (
 )
 from tradeoff.objectives.accuracy import evaluate
 from tradeoff.search import Runner, samplers, warm_start_params
+from tradeoff.search.warm_start import WARM_DISTILLATION
 from tradeoff.search.backend_choice import choose_backend, needs_choice
 from tradeoff.spaces import (
     ApplyContext,
@@ -137,6 +144,7 @@ METHODS = (
     "tradeoff-1w-cold",
     "tradeoff-1w-indep",
     "tradeoff-1w-startup",
+    "tradeoff-1w-cover",
     "tradeoff-1w-exact",
     "tradeoff-exact",
     "user-tpe",
@@ -151,6 +159,7 @@ COLOURS = {
     "tradeoff-1w-cold": "#9467bd",
     "tradeoff-1w-indep": "#bcbd22",
     "tradeoff-1w-startup": "#2ca02c",
+    "tradeoff-1w-cover": "#8c564b",
     "tradeoff-1w-exact": "#e377c2",
     "tradeoff-exact": "#7f3f98",
     "user-tpe": "#d62728",
@@ -251,6 +260,37 @@ def _finished(trial: FrozenTrial, start: datetime, names: Sequence[str]) -> Fini
 # =====================================================================================================
 
 
+WIDTHS = ("quantization.weight_bits", "quantization.activation_bits")  # the pair tradeoff-1w-cover covers
+
+
+def covering_warm_starts(spec: Spec) -> list[dict[str, Any]]:
+    """The ``auto`` warm starts, then one config for each (weight, activation) width pair they leave out.
+
+    Each added config sets the pair, the pruning ratio at its range's midpoint and T and alpha at
+    ``WARM_DISTILLATION`` (where the space holds them); other knobs are sampled. Pairs are added in the
+    order of the space's choices. A space without both width knobs gets the ``auto`` list unchanged.
+    """
+    space = spec.recipe_space()
+    dists = space.distributions()
+    auto = warm_start_params(
+        spec.model_copy(update={"search": spec.search.model_copy(update={"warm_start": "auto"})}), space
+    )
+    if not all(isinstance(dists.get(n), optuna.distributions.CategoricalDistribution) for n in WIDTHS):
+        return auto
+    seen = {tuple(p.get(n) for n in WIDTHS) for p in auto}
+    ratio = dists.get("pruning.ratio")
+    extra: dict[str, Any] = dict(WARM_DISTILLATION)
+    if isinstance(ratio, optuna.distributions.FloatDistribution):
+        extra["pruning.ratio"] = (ratio.low + ratio.high) / 2
+    extra = {n: v for n, v in extra.items() if n in dists and dists[n]._contains(dists[n].to_internal_repr(v))}
+    out = list(auto)
+    for w in dists[WIDTHS[0]].choices:
+        for a in dists[WIDTHS[1]].choices:
+            if (w, a) not in seen:
+                out.append({**extra, WIDTHS[0]: w, WIDTHS[1]: a})
+    return out
+
+
 def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
     data = copy.deepcopy(spec_dict)
     sampler = "exact" if method.endswith("-exact") else "auto"  # the candidate is a sampler chosen by name
@@ -259,6 +299,8 @@ def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
         data.setdefault("search", {})["workers"] = 1
     if method == "tradeoff-1w-cold":  # no warm starts: what they add, on each task, per trial
         data.setdefault("search", {})["warm_start"] = []
+    if method == "tradeoff-1w-cover":  # the auto warm starts, then one config per width pair they leave out
+        data.setdefault("search", {})["warm_start"] = covering_warm_starts(parse_spec(data, "search_efficiency.py"))
     spec = parse_spec(data, "search_efficiency.py")
     names = spec.objective_names()
     reset_auto_backend()  # a fallback to fx remembered by an earlier run must not carry over
