@@ -121,6 +121,7 @@ from tradeoff.objectives import (
 )
 from tradeoff.objectives.accuracy import evaluate
 from tradeoff.search import Runner, samplers, warm_start_params
+from tradeoff.search.balanced import BalancedStartTPESampler
 from tradeoff.search.warm_start import WARM_DISTILLATION
 from tradeoff.search.backend_choice import choose_backend, needs_choice
 from tradeoff.spaces import (
@@ -145,6 +146,7 @@ METHODS = (
     "tradeoff-1w-indep",
     "tradeoff-1w-startup",
     "tradeoff-1w-cover",
+    "tradeoff-1w-balanced",
     "tradeoff-1w-exact",
     "tradeoff-exact",
     "user-tpe",
@@ -160,6 +162,7 @@ COLOURS = {
     "tradeoff-1w-indep": "#bcbd22",
     "tradeoff-1w-startup": "#2ca02c",
     "tradeoff-1w-cover": "#8c564b",
+    "tradeoff-1w-balanced": "#d62728",
     "tradeoff-1w-exact": "#e377c2",
     "tradeoff-exact": "#7f3f98",
     "user-tpe": "#d62728",
@@ -309,6 +312,8 @@ def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
         "tradeoff-1w-indep": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
         # Optuna counts every finished trial towards n_startup_trials, enqueued ones included: here the
         # baseline and the warm starts come on top of TPE's default 10 random ones instead of replacing them
+        # the start-up trials' width pairs drawn as a balanced design rather than independently (search/balanced.py)
+        "tradeoff-1w-balanced": lambda seed: BalancedStartTPESampler(seed=seed, multivariate=True, constant_liar=True),
         "tradeoff-1w-startup": lambda seed: optuna.samplers.TPESampler(
             seed=seed,
             multivariate=True,
