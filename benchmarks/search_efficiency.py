@@ -13,6 +13,10 @@ the demo spec's space (``studies/demo.toml``):
                     (forked worker processes, cores // target.threads: two on a 2-core machine), a fresh
                     SQLite file per run;
   tradeoff-1w       the same with ``workers = 1``: one process, for the per-trial comparison;
+  tradeoff-plain    ``tradeoff`` with ``balanced_start = false``: TPE's start-up draws the bit-widths
+                    independently, as every default did before issue 25's seventh session (the runs labelled
+                    ``tradeoff`` and ``tradeoff-1w`` in earlier results); what the balanced start adds;
+  tradeoff-1w-plain the same with one worker;
   tradeoff-1w-cold  the same with no warm starts (``warm_start = []``): what the warm starts add, per trial,
                     on each task (a warm start that helps on one task and hurts on the other is not a default);
   tradeoff-1w-indep tradeoff-1w with its TPE built as ``create_study`` builds it, independent per knob
@@ -28,7 +32,8 @@ the demo spec's space (``studies/demo.toml``):
                     a candidate design (issue 25: on digits with the frozen fx program, four of five single-worker
                     runs never tried ``w4a8``, the pair that holds the small end of the front, and stalled);
                     on the demo space that is 9 warm starts, which with the baseline fill all 10 of TPE's
-                    start-up trials (none left random);
+                    start-up trials (none left random); like the other candidates before it, measured with
+                    ``balanced_start = false``, and run so;
   tradeoff-1w-exact tradeoff-1w with sampler ``exact`` (``search/exact.py``): size and modelled energy computed
                     exactly for each candidate before training, latency interpolated from measured trials of the
                     same widths, accuracy from a Gaussian process at its upper bound, the candidate adding the most
@@ -121,7 +126,6 @@ from tradeoff.objectives import (
 )
 from tradeoff.objectives.accuracy import evaluate
 from tradeoff.search import Runner, samplers, warm_start_params
-from tradeoff.search.balanced import BalancedStartTPESampler
 from tradeoff.search.warm_start import WARM_DISTILLATION
 from tradeoff.search.backend_choice import choose_backend, needs_choice
 from tradeoff.spaces import (
@@ -142,11 +146,12 @@ from tradeoff.studies import Spec, SpecError, Task, demo_spec, load_task, parse_
 METHODS = (
     "tradeoff",
     "tradeoff-1w",
+    "tradeoff-plain",
+    "tradeoff-1w-plain",
     "tradeoff-1w-cold",
     "tradeoff-1w-indep",
     "tradeoff-1w-startup",
     "tradeoff-1w-cover",
-    "tradeoff-1w-balanced",
     "tradeoff-1w-exact",
     "tradeoff-exact",
     "user-tpe",
@@ -154,6 +159,9 @@ METHODS = (
     "user-random",
 )
 USER_METHODS = ("user-tpe", "user-nsga2", "user-random")  # the loops a user writes by hand (section (b))
+# candidates measured before balanced_start existed: run as they were measured (and their factories, which
+# replace plain "tpe", only take effect with it off)
+LEGACY_CANDIDATES = ("tradeoff-1w-cold", "tradeoff-1w-indep", "tradeoff-1w-startup", "tradeoff-1w-cover")
 QUICK_METHODS = ("tradeoff", "tradeoff-1w", "user-tpe")  # --quick: a smoke run of both kinds of run
 COLOURS = {
     "tradeoff": "#1f77b4",
@@ -162,7 +170,8 @@ COLOURS = {
     "tradeoff-1w-indep": "#bcbd22",
     "tradeoff-1w-startup": "#2ca02c",
     "tradeoff-1w-cover": "#8c564b",
-    "tradeoff-1w-balanced": "#d62728",
+    "tradeoff-plain": "#aec7e8",
+    "tradeoff-1w-plain": "#d62728",
     "tradeoff-1w-exact": "#e377c2",
     "tradeoff-exact": "#7f3f98",
     "user-tpe": "#d62728",
@@ -302,6 +311,8 @@ def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
         data.setdefault("search", {})["workers"] = 1
     if method == "tradeoff-1w-cold":  # no warm starts: what they add, on each task, per trial
         data.setdefault("search", {})["warm_start"] = []
+    if method.endswith("-plain") or method in LEGACY_CANDIDATES:  # TPE's start-up as before balanced_start
+        data.setdefault("search", {})["balanced_start"] = False
     if method == "tradeoff-1w-cover":  # the auto warm starts, then one config per width pair they leave out
         data.setdefault("search", {})["warm_start"] = covering_warm_starts(parse_spec(data, "search_efficiency.py"))
     spec = parse_spec(data, "search_efficiency.py")
@@ -312,8 +323,6 @@ def run_tradeoff(spec_dict: dict[str, Any], method: str, seed: int) -> Run:
         "tradeoff-1w-indep": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
         # Optuna counts every finished trial towards n_startup_trials, enqueued ones included: here the
         # baseline and the warm starts come on top of TPE's default 10 random ones instead of replacing them
-        # the start-up trials' width pairs drawn as a balanced design rather than independently (search/balanced.py)
-        "tradeoff-1w-balanced": lambda seed: BalancedStartTPESampler(seed=seed, multivariate=True, constant_liar=True),
         "tradeoff-1w-startup": lambda seed: optuna.samplers.TPESampler(
             seed=seed,
             multivariate=True,

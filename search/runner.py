@@ -41,7 +41,7 @@ from tradeoff.studies.identity import (
 )
 from tradeoff.studies.reconnect import StorageLost
 from tradeoff.studies.results import ResultsError, baseline_trial, study_hypervolume
-from tradeoff.studies.spec import Spec
+from tradeoff.studies.spec import Spec, parse_stored_spec
 from tradeoff.studies.storage import NoStudies, check_not_networked
 
 from .events import TrialEvent
@@ -163,7 +163,11 @@ class Runner:
         study = optuna.load_study(study_name=name, storage=storage)
         attrs = study.user_attrs
         stored = attrs.get(record.STUDY_SPEC)
-        if stored is not None and _comparable(stored) != _comparable(self.spec.to_dict()):
+        ours = self.spec.to_dict()
+        if stored is not None and "balanced_start" not in stored.get("search", {}):
+            # created before the setting existed: its start-up was plain TPE's (parse_stored_spec), kept on resume
+            ours = {**ours, "search": {k: v for k, v in ours["search"].items() if k != "balanced_start"}}
+        if stored is not None and _comparable(stored) != _comparable(ours):
             raise StudyMismatch(
                 f"study {name!r} already exists in {self.storage_url} with a different spec; "
                 "give the study a new name, or launch it with the spec it was created with."
@@ -207,7 +211,9 @@ class Runner:
         chosen = study.user_attrs.get(record.STUDY_SAMPLER)
         name = chosen["name"] if chosen is not None else sampler_for(self.spec, space)[1].name
         seed = self.spec.study.seed
-        return make_sampler(name, seed=None if seed is None else seed + index)
+        stored = study.user_attrs.get(record.STUDY_SPEC)  # the study's own setting, whichever host resumes it
+        balanced = (self.spec if stored is None else parse_stored_spec(stored)).search.balanced_start
+        return make_sampler(name, seed=None if seed is None else seed + index, balanced_start=balanced)
 
     def _fail_stale(self, study: optuna.Study, *, pids: tuple[int, ...] = ()) -> None:
         fail_stale(study, self.storage_url, pids=pids)

@@ -31,6 +31,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from tradeoff.spaces import RecipeSpace
 from tradeoff.studies import SAMPLER_NAMES, Spec
 
+from .balanced import BalancedStartTPESampler
 from .exact import ExactSampler
 
 SAMPLERS: tuple[str, ...] = SAMPLER_NAMES  # the spec is the home of the names (studies cannot import search)
@@ -89,34 +90,50 @@ _FACTORIES: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
 }
 
 
-def make_sampler(name: str, *, seed: int | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, *, seed: int | None = None, balanced_start: bool = False) -> optuna.samplers.BaseSampler:
     """The named sampler, seeded (``name`` is one of :data:`SAMPLERS`).
+
+    Args:
+        name: One of :data:`SAMPLERS`.
+        seed: Seeds the sampler.
+        balanced_start: With ``tpe``, :class:`BalancedStartTPESampler` (``[search] balanced_start``): the
+            same TPE, its start-up trials' categorical knobs drawn as a balanced design. Others ignore it.
 
     Example:
         >>> type(make_sampler("nsga2", seed=0)).__name__
         'NSGAIISampler'
+        >>> type(make_sampler("tpe", seed=0, balanced_start=True)).__name__
+        'BalancedStartTPESampler'
     """
     factory = _FACTORIES.get(name)
     if factory is None:
         raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)} (or 'auto').")
     with warnings.catch_warnings():  # multivariate TPE is experimental in name only; it is Optuna's advice
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "tpe" and balanced_start:  # the "tpe" factory's arguments: only the start-up's categories differ
+            return BalancedStartTPESampler(seed=seed, multivariate=True, constant_liar=True)
         return factory(seed)
 
 
 def sampler_for(spec: Spec, space: RecipeSpace) -> tuple[optuna.samplers.BaseSampler, SamplerChoice]:
     """The spec's sampler, seeded; ``auto`` chooses from the space's knobs and the budget.
 
+    With ``[search] balanced_start`` (the default), ``tpe`` is :class:`BalancedStartTPESampler`: the same
+    TPE, with the start-up trials' categorical knobs drawn as a balanced design (search/balanced.py).
+
     Example:
         >>> from tradeoff.studies import demo_spec
         >>> spec = demo_spec()
         >>> sampler, choice = sampler_for(spec, spec.recipe_space())
         >>> type(sampler).__name__, choice.name
-        ('TPESampler', 'tpe')
+        ('BalancedStartTPESampler', 'tpe')
     """
     name = spec.study.sampler
     if name == "auto":
         choice = choose_sampler(space.distributions(), spec.study.n_trials)
     else:
         choice = SamplerChoice(name, "named in the spec")
-    return make_sampler(choice.name, seed=spec.study.seed), choice
+    balanced = spec.search.balanced_start
+    if choice.name == "tpe" and balanced:
+        choice = SamplerChoice("tpe", f"{choice.reason}; start-up trials balance the categorical knobs")
+    return make_sampler(choice.name, seed=spec.study.seed, balanced_start=balanced), choice

@@ -197,7 +197,8 @@ def parse_stored_spec(data: dict[str, Any], source: str = "stored spec", *, reso
     A stored spec without ``search.select_on`` was written before the setting existed, when trials
     judged fine-tuning on held-back training batches and reported on the whole validation set: it
     reads as ``select_on = "held_back"``, not as today's default, so that a rebuilt trial sees the
-    data its trial saw.
+    data its trial saw. One without ``search.balanced_start`` was created when TPE's start-up drew its
+    categories independently: it reads as ``balanced_start = false``.
 
     Example:
         >>> parse_stored_spec({"study": {"name": "s"}, "task": {"name": "digits"}, "search": {}}).search.select_on
@@ -206,6 +207,9 @@ def parse_stored_spec(data: dict[str, Any], source: str = "stored spec", *, reso
     search = data.get("search")
     if isinstance(search, dict) and "select_on" not in search:
         data = {**data, "search": {**search, "select_on": "held_back"}}
+    search = data.get("search")
+    if isinstance(search, dict) and "balanced_start" not in search:  # plain TPE's start-up, as it ran then
+        data = {**data, "search": {**search, "balanced_start": False}}
     return parse_spec(data, source, stored=not resolve_task)
 
 

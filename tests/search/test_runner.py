@@ -447,3 +447,22 @@ def test_a_ctrl_c_python_swallowed_still_stops_the_loop_before_the_next_trial(mo
     with pytest.raises(KeyboardInterrupt):
         runner._loop(study, None, None, 0, contextlib.nullcontext())
     assert asked == [0]  # one trial ran; the seen Ctrl-C stopped the next one from being asked
+
+
+def test_a_study_stored_before_balanced_start_resumes_with_plain_tpe(url: str) -> None:
+    """A study created before ``[search] balanced_start`` existed keeps the start-up it ran with."""
+    from tradeoff.search.balanced import BalancedStartTPESampler
+
+    Runner(_spec(), url, n_trials=2).run()
+    study = optuna.load_study(study_name="s", storage=url)
+    stored = study.user_attrs[record.STUDY_SPEC]
+    assert stored["search"]["balanced_start"] is True
+    runner = Runner(_spec(), url, n_trials=3)
+    assert isinstance(runner._stored_sampler(study, _spec().recipe_space()), BalancedStartTPESampler)
+    del stored["search"]["balanced_start"]  # as an older tradeoff wrote it
+    study.set_user_attr(record.STUDY_SPEC, stored)
+    sampler = runner._stored_sampler(study, _spec().recipe_space())
+    assert type(sampler) is optuna.samplers.TPESampler  # plain, as it ran
+    assert len(Runner(_spec(), url, n_trials=3).run().trials) == 3  # the same spec file still resumes it
+    with pytest.raises(StudyMismatch, match="different spec"):
+        Runner(_spec(seed=5), url, n_trials=4).run()  # and another is still refused

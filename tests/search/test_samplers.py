@@ -87,3 +87,20 @@ def test_the_factory_builds_exactly_the_samplers_the_spec_names() -> None:
     assert SAMPLERS == SAMPLER_NAMES and set(_FACTORIES) == set(SAMPLER_NAMES)
     for name in SAMPLER_NAMES:
         assert isinstance(make_sampler(name, seed=0), optuna.samplers.BaseSampler)
+
+
+def test_balanced_start_makes_tpe_balance_its_start_up_and_leaves_other_samplers_alone() -> None:
+    from tradeoff.search import sampler_for
+    from tradeoff.search.balanced import BalancedStartTPESampler
+    from tradeoff.studies import demo_spec
+
+    spec = demo_spec()
+    assert spec.search.balanced_start  # the default
+    sampler, choice = sampler_for(spec, spec.recipe_space())
+    assert isinstance(sampler, BalancedStartTPESampler) and choice.name == "tpe"
+    assert "balance" in choice.reason
+    plain = spec.model_copy(update={"search": spec.search.model_copy(update={"balanced_start": False})})
+    sampler, choice = sampler_for(plain, plain.recipe_space())
+    assert type(sampler) is optuna.samplers.TPESampler and "balance" not in choice.reason
+    nsga = spec.model_copy(update={"study": spec.study.model_copy(update={"sampler": "nsga2"})})
+    assert type(sampler_for(nsga, nsga.recipe_space())[0]) is optuna.samplers.NSGAIISampler
