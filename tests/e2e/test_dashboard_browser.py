@@ -142,11 +142,18 @@ def test_a_person_can_read_reweight_inspect_and_export_a_study(served, browser) 
             ".then(() => requestAnimationFrame(() => requestAnimationFrame(() => done(true))));"
         )
 
-    restyle("false")
-    hidden = graph.screenshot_as_png
-    restyle("true")
-    # should a frame still lag, wait for it, a few seconds at most
-    shown = wait_for(lambda: (png := graph.screenshot_as_png) != hidden and png, timeout=10)
+    # should a frame still lag, wait for it, a few seconds at most; a "hidden" shot can still catch the
+    # markers painted (then it equals the shown one: 1 run in 3 here), so the whole cycle is tried again
+    for attempt in range(3):
+        restyle("false")
+        hidden = graph.screenshot_as_png
+        restyle("true")
+        try:
+            shown = wait_for(lambda: (png := graph.screenshot_as_png) != hidden and png, timeout=5)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     assert len(shown) > len(hidden)  # markers and the front line add detail to the PNG
 
     # 4. open a trial from the table
